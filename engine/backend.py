@@ -1,0 +1,74 @@
+"""Where arrays live: NumPy on the host, CuPy on a GPU.
+
+Engine code never imports CuPy and never names a device. It asks this module for the
+array namespace of its inputs and allocates its outputs there::
+
+    xp = array_module(x, W)        # numpy, or cupy if x and W are CuPy arrays
+    y = xp.zeros_like(x)
+
+CuPy is imported lazily: if it has not been imported by someone else, no array can be a
+CuPy array, so ``array_module`` returns NumPy without touching CuPy at all. This keeps
+``import engine`` fast and free of GPU dependencies.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["array_module", "is_cupy_array", "to_numpy", "to_device"]
+
+
+def is_cupy_array(x: Any) -> bool:
+    """True if ``x`` is a ``cupy.ndarray`` (without importing CuPy)."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """Return ``numpy`` or ``cupy``: the array namespace of ``arrays``.
+
+    ``None`` entries are ignored (optional arguments such as a missing bias).
+
+    Raises
+    ------
+    TypeError
+        If NumPy and CuPy arrays are mixed: silently copying between host and device
+        would hide a slow path, so the caller must move them explicitly (``to_device``).
+    """
+    kinds = {is_cupy_array(a) for a in arrays if a is not None}
+    if kinds == {True}:
+        return sys.modules["cupy"]
+    if kinds == {True, False}:
+        raise TypeError(
+            "arrays live on different devices (NumPy and CuPy mixed); "
+            "move them with engine.backend.to_device first"
+        )
+    return np
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy a CuPy array to the host; NumPy arrays are returned unchanged."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_device(tree: Any, xp: ModuleType) -> Any:
+    """Move every array of a nested list / tuple / dict structure to namespace ``xp``.
+
+    Used to move a network's parameter list (a list of dicts of arrays) to the GPU with
+    ``to_device(params, cupy)`` or back with ``to_device(params, numpy)``.
+    """
+    if isinstance(tree, dict):
+        return {k: to_device(v, xp) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_device(v, xp) for v in tree)
+    if tree is None:
+        return None
+    if xp is np:
+        return to_numpy(tree)
+    return xp.asarray(tree)

@@ -1,0 +1,23 @@
+"""Layers with hand-written forward and backward passes (protocol in ``base``)."""
+
+from .activations import ReLU, Sigmoid, Tanh
+from .base import Layer
+from .conv import Conv2D, MaxPool2D
+from .dense import Dense
+from .dropout import Dropout
+from .normalization import BatchNorm, L2Normalize
+from .reshape import Flatten
+
+__all__ = [
+    "Layer",
+    "Dense",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "Conv2D",
+    "MaxPool2D",
+    "Flatten",
+    "BatchNorm",
+    "Dropout",
+    "L2Normalize",
+]

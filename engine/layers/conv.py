@@ -1,0 +1,204 @@
+"""2-D convolution and max pooling on NCHW tensors.
+
+Both are written as a loop over the kh * kw offsets of the window: for offset (i, j) the
+window elements of every output position form one strided slice of the (padded) input,
+
+    x_pad[:, :, i : i + s (Ho - 1) + 1 : s, j : j + s (Wo - 1) + 1 : s]     # (N, C, Ho, Wo)
+
+so im2col, col2im and pooling are kh * kw whole-array operations, never a Python loop over
+pixels, and they work unchanged on CuPy arrays. The convolution itself is one batched
+matrix product. Output size: Ho = floor((H + 2 p - kh) / s) + 1 (rows that do not fill a
+window are dropped, as in PyTorch and Keras 'valid').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from .._checks import pair, positive_int
+from ..backend import array_module
+from ..initializers import Constant, HeNormal, Initializer
+from .base import Layer, init_kernel_and_bias
+
+
+def _window_slice(offset: int, stride: int, n_out: int) -> slice:
+    """Input positions ``offset + stride * k`` for k = 0 .. n_out - 1."""
+    return slice(offset, offset + stride * (n_out - 1) + 1, stride)
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+class Conv2DCache(NamedTuple):
+    cols: object  # (N, C_in * kh * kw, Ho * Wo) im2col matrix, needed for dW
+    x_shape: tuple  # (N, C_in, H, W)
+
+
+@dataclass(frozen=True)
+class Conv2D(Layer):
+    """Cross-correlation ``y[n, o] = b[o] + sum_c x[n, c] (*) W[o, c]`` with stride and zero
+    padding (what deep-learning libraries call convolution).
+
+    Parameters: ``W`` (C_out, C_in, kh, kw), ``b`` (C_out,) if ``bias``.
+    Input (N, C_in, H, W) -> output (N, C_out, Ho, Wo), Ho = (H + 2 ph - kh) // sh + 1.
+    """
+
+    c_in: int
+    c_out: int
+    kernel_size: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
+    bias: bool = True
+    weight_init: Initializer = field(default_factory=HeNormal)
+    bias_init: Initializer = field(default_factory=Constant)
+
+    def __post_init__(self):
+        positive_int(self.c_in, "c_in")
+        positive_int(self.c_out, "c_out")
+        # store normalised pairs so that every method sees (int, int)
+        object.__setattr__(self, "kernel_size", pair(self.kernel_size, "kernel_size", 1))
+        object.__setattr__(self, "stride", pair(self.stride, "stride", 1))
+        object.__setattr__(self, "padding", pair(self.padding, "padding", 0))
+
+    def __str__(self):
+        kh, kw = self.kernel_size
+        return (f"Conv2D({self.c_in} -> {self.c_out}, {kh}x{kw}, stride {self.stride}, "
+                f"padding {self.padding})")
+
+    def param_shapes(self):
+        shapes = {"W": (self.c_out, self.c_in, *self.kernel_size)}
+        if self.bias:
+            shapes["b"] = (self.c_out,)
+        return shapes
+
+    def init(self, rng, dtype=np.float64):
+        return init_kernel_and_bias(self, rng, dtype)
+
+    def output_shape(self, input_shape):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        expected = (f"(N, {self.c_in}, H, W) with H + {2 * ph} >= {kh} and "
+                    f"W + {2 * pw} >= {kw}")
+        if len(input_shape) != 4 or input_shape[1] != self.c_in:
+            raise self.shape_error(expected, input_shape)
+        n, _, h, w = input_shape
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise self.shape_error(expected, input_shape)
+        return (n, self.c_out, _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw))
+
+    def forward(self, params, x, train=False, *, state=None, rng=None):
+        """x: (N, C_in, H, W) -> y: (N, C_out, Ho, Wo)."""
+        self.check_input(params, x)
+        xp = array_module(x)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, c, h, w = x.shape
+        ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+        if ph or pw:
+            x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (N, C, H + 2ph, W + 2pw)
+
+        # im2col: cols[n, c, i, j, p, q] = x_pad[n, c, i + sh p, j + sw q]
+        cols = xp.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = x[:, :, _window_slice(i, sh, ho), _window_slice(j, sw, wo)]
+        cols = cols.reshape(n, c * kh * kw, ho * wo)  # (N, K, P), K = C kh kw, P = Ho Wo
+
+        y = params["W"].reshape(self.c_out, -1) @ cols  # (C_out, K) @ (N, K, P) -> (N, C_out, P)
+        if self.bias:
+            y += params["b"][:, None]  # (C_out, 1) broadcast over N and P
+        return y.reshape(n, self.c_out, ho, wo), Conv2DCache(cols, (n, c, h, w))
+
+    def backward(self, params, cache, dy):
+        """dy: (N, C_out, Ho, Wo) -> dx: (N, C_in, H, W); grads W, b like params."""
+        xp = array_module(dy)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, c, h, w = cache.x_shape
+        ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+        self.check_upstream(dy, (n, self.c_out, ho, wo), cache.cols.dtype)
+        dy = dy.reshape(n, self.c_out, ho * wo)  # (N, C_out, P)
+
+        grads = {
+            # dW[o, k] = sum_n sum_p dy[n, o, p] cols[n, k, p]
+            "W": xp.tensordot(dy, cache.cols, axes=([0, 2], [0, 2])).reshape(params["W"].shape)
+        }
+        if self.bias:
+            grads["b"] = dy.sum(axis=(0, 2))  # (C_out,)
+
+        dcols = params["W"].reshape(self.c_out, -1).T @ dy  # (K, C_out) @ (N, C_out, P) -> (N, K, P)
+        dcols = dcols.reshape(n, c, kh, kw, ho, wo)
+        # col2im: every window element sends its gradient back to the pixel it came from
+        dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dx[:, :, _window_slice(i, sh, ho), _window_slice(j, sw, wo)] += dcols[:, :, i, j]
+        return dx[:, :, ph:ph + h, pw:pw + w], grads
+
+
+class MaxPool2DCache(NamedTuple):
+    argmax: object  # (N, C, Ho, Wo) uint8 index i * kw + j of the winning window offset
+    x_shape: tuple  # (N, C, H, W)
+    dtype: object  # of x and y
+
+
+@dataclass(frozen=True)
+class MaxPool2D(Layer):
+    """Maximum over kh x kw windows with stride (default: the window size), no padding.
+
+    Input (N, C, H, W) -> output (N, C, Ho, Wo), Ho = (H - kh) // sh + 1. Ties go to the
+    first window element in row-major order, which alone receives the gradient.
+    """
+
+    pool_size: int | tuple[int, int] = 2
+    stride: int | tuple[int, int] | None = None
+
+    def __post_init__(self):
+        pool = pair(self.pool_size, "pool_size", 1)
+        if pool[0] * pool[1] > 255:
+            raise ValueError(f"pool_size: expected at most 255 window elements, got {pool}")
+        object.__setattr__(self, "pool_size", pool)
+        stride = pool if self.stride is None else pair(self.stride, "stride", 1)
+        object.__setattr__(self, "stride", stride)
+
+    def __str__(self):
+        return f"MaxPool2D({self.pool_size[0]}x{self.pool_size[1]}, stride {self.stride})"
+
+    def output_shape(self, input_shape):
+        (kh, kw), (sh, sw) = self.pool_size, self.stride
+        if len(input_shape) != 4 or input_shape[2] < kh or input_shape[3] < kw:
+            raise self.shape_error(f"(N, C, H, W) with H >= {kh} and W >= {kw}", input_shape)
+        n, c, h, w = input_shape
+        return (n, c, _out_size(h, kh, sh, 0), _out_size(w, kw, sw, 0))
+
+    def forward(self, params, x, train=False, *, state=None, rng=None):
+        self.check_input(params, x)
+        xp = array_module(x)
+        (kh, kw), (sh, sw) = self.pool_size, self.stride
+        n, c, ho, wo = self.output_shape(x.shape)
+        y = None
+        argmax = xp.zeros((n, c, ho, wo), dtype=xp.uint8)
+        for i in range(kh):
+            for j in range(kw):
+                v = x[:, :, _window_slice(i, sh, ho), _window_slice(j, sw, wo)]
+                if y is None:
+                    y = v.copy()
+                    continue
+                better = v > y  # strict: the first maximum keeps a tie
+                y = xp.where(better, v, y)
+                argmax[better] = i * kw + j
+        return y, MaxPool2DCache(argmax, tuple(x.shape), x.dtype)
+
+    def backward(self, params, cache, dy):
+        xp = array_module(dy)
+        (kh, kw), (sh, sw) = self.pool_size, self.stride
+        n, c, ho, wo = cache.argmax.shape
+        self.check_upstream(dy, (n, c, ho, wo), cache.dtype)
+        dx = xp.zeros(cache.x_shape, dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                # windows may overlap (stride < pool): accumulate, never assign
+                dx[:, :, _window_slice(i, sh, ho), _window_slice(j, sw, wo)] += \
+                    dy * (cache.argmax == i * kw + j)
+        return dx, {}
