@@ -1,0 +1,48 @@
+"""The two README commands, CI and the repository hygiene that DEVELOPERS promise."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_commands() -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README.md must open with a bash block of two commands"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_opens_with_install_and_run_then_install_and_test():
+    text = (ROOT / "README.md").read_text()
+    assert text.index("```bash") < 40, "the commands must come first"
+    run, test = readme_commands()[:2]
+    assert "pip install" in run and "lastlayer" in run.split("&&")[-1]
+    assert "pip install" in test and "[dev]" in test and "pytest" in test
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci
+
+
+def test_generated_artefacts_are_ignored():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for pattern in ("*.h5", "*.png", "__pycache__/", ".venv/", ".benchmarks/", "runs/"):
+        assert pattern in ignored
+
+
+def test_package_metadata():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = meta["project"]
+    assert project["name"] == "lastlayer" and project["requires-python"] == ">=3.11"
+    assert project["scripts"]["lastlayer"] == "models.cli:main"
+    deps = " ".join(project["dependencies"])
+    for dep in ("numpy", "scipy", "numba", "h5py", "scikit-learn", "rich", "matplotlib"):
+        assert dep in deps
+    extras = project["optional-dependencies"]
+    assert any("cupy" in d for d in extras["gpu"]) and any("numba-cuda" in d for d in extras["gpu"])
+    for dep in ("pytest", "pytest-benchmark", "hypothesis", "numba-cuda"):
+        assert any(d.startswith(dep) for d in extras["dev"])
