@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,27 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_numpy_arrays_select_numpy():
     assert array_module(np.zeros(2), None, np.ones(3)) is np
     assert array_module() is np
+
+
+def test_cupy_arrays_select_cupy_and_mixing_devices_is_an_error(monkeypatch):
+    """CuPy is never imported by the engine: a stand-in module registered as 'cupy' is
+    enough to test the dispatch logic on a machine without a GPU."""
+    fake = types.ModuleType("cupy")
+
+    class ndarray:  # noqa: N801 - mirrors cupy.ndarray
+        pass
+
+    fake.ndarray = ndarray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert array_module(ndarray(), None) is fake
+    with pytest.raises(TypeError, match="NumPy and CuPy mixed"):
+        array_module(ndarray(), np.zeros(1))
+
+
+def test_engine_import_does_not_import_cupy():
+    code = "import sys, engine, models.cli; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_to_device_keeps_the_structure():
