@@ -1,9 +1,9 @@
 """Files that are either written whole or not at all.
 
-``atomic_write`` writes to a temporary file in the destination's directory, flushes and
-fsyncs it, then renames it over the destination (``os.replace`` is atomic on POSIX and
-Windows). A crash or an exception midway leaves the previous file untouched and no
-temporary file behind.
+``atomic_path`` hands out a temporary file name in the destination's directory; when the
+block succeeds the file is fsynced and renamed over the destination (``os.replace`` is
+atomic on POSIX and Windows), and the directory entry is fsynced too. A crash or an
+exception midway leaves the previous file untouched and no temporary file behind.
 """
 
 from __future__ import annotations
@@ -13,7 +13,29 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Context manager yielding a temporary ``Path`` to write to; it becomes ``path`` on
+    success only. Used for HDF5 files, which h5py opens by name."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: directory {str(path.parent)!r} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
 
 
 @contextmanager
@@ -23,22 +45,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
     ``mode`` is "w" (text, UTF-8 unless ``encoding`` is given) or "wb"."""
     if mode not in ("w", "wb"):
         raise ValueError(f"mode: expected 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: directory {str(path.parent)!r} does not exist")
     if mode == "w":
         open_kwargs.setdefault("encoding", "utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -47,8 +57,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

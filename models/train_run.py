@@ -1,0 +1,136 @@
+"""``lastlayer train``: an MLP on an embedded dataset, from a plain settings dict.
+
+The settings (``TrainConfig``) are everything that determines the numbers; they are
+stored in the checkpoint, so ``--resume`` continues the very same run, and the result is
+a function of them alone: the same settings give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine import Dense, Dropout, Flatten, Network, ReLU, Sigmoid, Tanh
+from engine import optim
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.data import DATASETS, Dataset, batches_per_epoch, load
+from engine.training import TrainState, evaluate, init_train_state, train
+
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "sgd_amom": 0.1, "adam": 1e-3,
+              "rmsprop": 1e-3, "adagrad": 1e-2}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "digits"
+    hidden: tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    dropout: float = 0.0
+    optimizer: str = "adam"
+    lr: float | None = None  # None: DEFAULT_LR of the optimizer
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    seed: int = 0  # initialisation, batches, dropout
+    split_seed: int = 0  # train/test split of the dataset
+    mode: str = "epoch"
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        if self.data not in DATASETS:
+            raise ValueError(f"data: expected one of {', '.join(DATASETS)}, got {self.data!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {', '.join(optim.OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected float32 or float64, got {self.dtype!r}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden: expected layer widths >= 1, got {self.hidden}")
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+def build_mlp(data: Dataset, hidden: tuple[int, ...], activation: str = "relu",
+              dropout: float = 0.0) -> Network:
+    """[Flatten] -> (Dense -> activation [-> Dropout]) per hidden width -> Dense(outputs)."""
+    layers = [Flatten()] if data.x_train.ndim > 2 else []
+    width = data.n_features
+    for h in hidden:
+        layers += [Dense(width, h), ACTIVATIONS[activation]()]
+        if dropout:
+            layers.append(Dropout(dropout))
+        width = h
+    layers.append(Dense(width, data.n_outputs))
+    return Network(layers)
+
+
+def make_optimizer(cfg: TrainConfig) -> optim.GradientTransformation:
+    return optim.OPTIMIZERS[cfg.optimizer](cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def iterations_for(data: Dataset, cfg: TrainConfig, epochs: float | None,
+                   iterations: int | None) -> int:
+    """The total budget in iterations: ``iterations``, or ``epochs`` passes over the data."""
+    if iterations is not None:
+        return iterations
+    return math.ceil(epochs * batches_per_epoch(len(data.x_train), cfg.batch_size, cfg.mode))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    config: TrainConfig
+    data: Dataset
+    net: Network
+    state: TrainState
+    final: dict  # {"train": metrics, "test": metrics}
+    seconds: float
+
+
+def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None = None,
+        resume: str | None = None, save: str | None = None, quiet: bool = False) -> RunResult:
+    """Train (or resume) and evaluate. ``resume`` must hold a run with the same settings."""
+    data = load(cfg.data, seed=cfg.split_seed)
+    net = build_mlp(data, cfg.hidden, cfg.activation, cfg.dropout)
+    opt = make_optimizer(cfg)
+    if resume:
+        ts = load_checkpoint(resume, net=net, opt=opt).train_state
+    else:
+        ts = init_train_state(net, opt, cfg.seed, np.dtype(cfg.dtype))
+    total = iterations_for(data, cfg, epochs, iterations)
+    t0 = time.perf_counter()
+    ts = train(net, opt, data, ts, iterations=total, batch_size=cfg.batch_size, seed=cfg.seed,
+               mode=cfg.mode, quiet=quiet, description=f"train {cfg.data}")
+    seconds = time.perf_counter() - t0
+    if save:
+        save_checkpoint(save, net, ts, cfg.to_dict())
+    final = {}
+    for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        x = x.astype(cfg.dtype)
+        y = y.astype(cfg.dtype) if data.task == "regression" else y
+        final[name] = evaluate(net, ts.params, ts.net_state, x, y, data.task)
+        if data.target_scale is not None:  # RMSE in the target's own units as well
+            final[name]["rmse_original_units"] = final[name]["rmse"] * float(data.target_scale[0])
+    return RunResult(cfg, data, net, ts, final, seconds)
+
+
+def config_of_checkpoint(path: str) -> TrainConfig:
+    """The settings a checkpoint was trained with."""
+    raw = load_checkpoint(path).config
+    try:
+        return TrainConfig(**raw)
+    except TypeError as err:
+        raise ValueError(f"{path}: the checkpoint's settings are not those of `lastlayer train`: {err}") from err
