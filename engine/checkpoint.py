@@ -3,7 +3,7 @@
 Layout of a checkpoint file (format "lastlayer-checkpoint", version 1)::
 
     /                 attrs: format, format_version, architecture (JSON), config (JSON),
-                             iteration, checksum (SHA-256 of everything below)
+                             seed, iteration, checksum (SHA-256 of everything below)
     /params/<i>/<name>      layer i's parameter arrays
     /net_state/<i>/<name>   layer i's running statistics
     /opt_state/<path>       optimizer state leaves (arrays and counters), by tree path
@@ -89,6 +89,7 @@ def save_checkpoint(path: str | os.PathLike, net: Network, ts: TrainState,
         "format_version": FORMAT_VERSION,
         "architecture": json.dumps(describe(net)),
         "config": json.dumps(config or {}, sort_keys=True),
+        "seed": int(ts.seed),
         "iteration": int(ts.iteration),
     }
     checksum = _checksum(entries, attrs)
@@ -153,7 +154,8 @@ def load_checkpoint(path: str | os.PathLike, *, net: Network | None = None,
         opt_state = _read_tree(datasets, "opt_state", opt.init(params), path)
     history = {name.split("/", 1)[1]: arr.tolist() for name, arr in datasets.items()
                if name.startswith("history/")}
-    ts = TrainState(params, net_state, opt_state, int(attrs["iteration"]), history)
+    ts = TrainState(params, net_state, opt_state, int(attrs["seed"]), int(attrs["iteration"]),
+                    history)
     return Checkpoint(net, ts, json.loads(attrs["config"]))
 
 

@@ -55,6 +55,7 @@ class TrainState:
     params: list
     net_state: list
     opt_state: Any
+    seed: int = 0  # with the iteration, the whole random state (see the module docstring)
     iteration: int = 0
     history: dict[str, list] = field(default_factory=dict)
 
@@ -66,9 +67,10 @@ class TrainState:
 
 def init_train_state(net: Network, opt: GradientTransformation, seed: int = 0,
                      dtype=np.float64) -> TrainState:
-    """Fresh parameters (drawn from a generator keyed by ``seed``), state and history."""
+    """Fresh parameters (drawn from a generator keyed by ``seed``), state and history.
+    The seed stays in the state: it also keys the mini-batches and dropout masks."""
     params = net.init(np.random.default_rng([seed, 0x1417]), float_dtype(dtype))
-    return TrainState(params, net.init_state(dtype), opt.init(params), 0, {})
+    return TrainState(params, net.init_state(dtype), opt.init(params), seed, 0, {})
 
 
 def default_loss(task: str) -> Callable:
@@ -108,7 +110,7 @@ def evaluate(net: Network, params: list, net_state: list, x: np.ndarray, y: np.n
 
 
 def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainState, *,
-          iterations: int, batch_size: int = 64, seed: int = 0, mode: str = "epoch",
+          iterations: int, batch_size: int = 64, mode: str = "epoch",
           eval_every: int | None = None, mask: Mask | None = None, loss: Callable | None = None,
           on_nonfinite: str = "raise", quiet: bool = False, description: str = "training",
           eval_train: bool = True) -> TrainState:
@@ -118,7 +120,7 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     Parameters
     ----------
     data : the training and evaluation arrays; cast once to the parameters' dtype.
-    batch_size, seed, mode : mini-batching (``engine.data.batch_indices``).
+    batch_size, mode : mini-batching (``engine.data.batch_indices``, keyed by ``ts.seed``).
     eval_every : evaluate after every ``eval_every``-th iteration (default: once per
         epoch); iterations where this happens do not depend on where a run was split.
     mask : trainable mask; frozen tensors get no gradient and no update.
@@ -161,8 +163,8 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     with _progress(quiet, description, iterations, ts.iteration) as progress, \
             np.errstate(over="ignore", invalid="ignore"):
         for t in range(ts.iteration, iterations):
-            idx = batch_indices(n, batch_size, t, seed, mode)
-            rng = np.random.default_rng([seed, 0xD409, t])  # dropout masks of iteration t
+            idx = batch_indices(n, batch_size, t, ts.seed, mode)
+            rng = np.random.default_rng([ts.seed, 0xD409, t])  # dropout masks of iteration t
             out, caches = net.forward(params, x_train[idx], train=True, state=net_state, rng=rng)
             value = _finite_loss(loss, out, y_train[idx])
             if value is None:

@@ -112,8 +112,7 @@ def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None =
         ts = init_train_state(net, opt, cfg.seed, np.dtype(cfg.dtype))
     total = iterations_for(data, cfg, epochs, iterations)
     t0 = time.perf_counter()
-    ts = train(net, opt, data, ts, iterations=total, batch_size=cfg.batch_size, seed=cfg.seed,
-               mode=cfg.mode, quiet=quiet, description=f"train {cfg.data}")
+    ts = train(net, opt, data, ts, iterations=total, batch_size=cfg.batch_size, mode=cfg.mode, quiet=quiet, description=f"train {cfg.data}")
     seconds = time.perf_counter() - t0
     if save:
         save_checkpoint(save, net, ts, cfg.to_dict())
