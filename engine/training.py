@@ -61,7 +61,8 @@ class TrainState:
 
     def history_arrays(self) -> dict[str, np.ndarray]:
         """The history as NumPy arrays (iterations as int64, values as float64)."""
-        return {k: np.asarray(v, dtype=np.int64 if k in ("eval_iteration", "skipped") else np.float64)
+        ints = ("eval_iteration", "skipped", "monitor_iteration")
+        return {k: np.asarray(v, dtype=np.int64 if k in ints else np.float64)
                 for k, v in self.history.items()}
 
 
@@ -113,7 +114,8 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
           iterations: int, batch_size: int = 64, mode: str = "epoch",
           eval_every: int | None = None, mask: Mask | None = None, loss: Callable | None = None,
           on_nonfinite: str = "raise", quiet: bool = False, description: str = "training",
-          eval_train: bool = True) -> TrainState:
+          eval_train: bool = True, monitor: Callable[[int, list], dict] | None = None,
+          monitor_every: int = 1) -> TrainState:
     """Train until ``iterations`` updates have been done in total (counting those already
     in ``ts``); return the new state.
 
@@ -127,6 +129,10 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     on_nonfinite : "raise" (default) stops with ``NonFiniteLossError`` naming the
         iteration; "skip" leaves the parameters unchanged for that step and goes on.
     eval_train : also evaluate on the training set (one extra pass over it).
+    monitor : ``monitor(t, params) -> {name: value}`` called after every ``monitor_every``-th
+        iteration t (counted from 1) with the current parameters; its values are appended
+        to the history under their names, and t under ``monitor_iteration`` (e.g. the
+        distance to a closed form, or a layer rotation).
     """
     positive_int(batch_size, "batch_size")
     if on_nonfinite not in ("raise", "skip"):
@@ -150,6 +156,9 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     history = {k: list(v) for k, v in ts.history.items()}
     for key in ("batch_loss", "eval_iteration", "skipped"):
         history.setdefault(key, [])
+    positive_int(monitor_every, "monitor_every")
+    if monitor is not None:
+        history.setdefault("monitor_iteration", [])
 
     def run_eval(t: int) -> None:
         history["eval_iteration"].append(t)
@@ -182,6 +191,10 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
             done = t + 1
             if done % eval_every == 0:  # a pure function of t: resuming changes nothing
                 run_eval(done)
+            if monitor is not None and done % monitor_every == 0:
+                history["monitor_iteration"].append(done)
+                for key, value in monitor(done, params).items():
+                    history.setdefault(key, []).append(value)
             progress.advance(history)
 
     return replace(ts, params=params, net_state=net_state, opt_state=opt_state,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from importlib import metadata
 
 from rich.console import Console
@@ -149,6 +150,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import EXPERIMENTS
+
+    if args.seeds is not None and args.seeds < 1:
+        print(f"lastlayer reproduce: --seeds: expected >= 1, got {args.seeds}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/{args.experiment}")
+    console = _console()
+    folder = EXPERIMENTS[args.experiment](out, quick=args.quick, seeds=args.seeds, quiet=args.quiet)
+    console.print(f"{args.experiment}: results.h5, report.md and figures written to {folder}/",
+                  highlight=False)
+    return 0
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
@@ -212,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="PATH", help="write settings, final metrics and history as JSON")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser(
+        "reproduce", help="reproduce a paper's experiments on embedded data",
+        description="Run a paper's experiments at the scale of embedded data and write an HDF5 "
+                    "results file, a markdown report and PNG figures to --out.")
+    r.add_argument("experiment", choices=["post-training"], help="which paper")
+    r.add_argument("--quick", action="store_true", help="fewer seeds and points (a smoke run)")
+    r.add_argument("--seeds", type=int, help="number of seeds (default 5; 2 with --quick)")
+    r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_reproduce)
     return parser
 
 

@@ -6,8 +6,8 @@ for the claims of CLAIMS.md)."""
 from __future__ import annotations
 
 from ..ledger import Check
-from . import gradients
+from . import gradients, post_training
 
 
 def all_checks() -> list[Check]:
-    return gradients.checks()
+    return gradients.checks() + post_training.checks()

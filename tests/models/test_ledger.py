@@ -8,15 +8,19 @@ import math
 import pytest
 
 from models.checks import all_checks
-from models.ledger import FAIL, PASS, Check, Outcome, Row, at_most, run_check, select, write_json
+from models.ledger import (
+    DIFFERS, FAIL, PASS, Check, Outcome, Row, at_most, run_check, select, write_json,
+)
 
 CHECKS = all_checks()
+# rows where the paper's own equation is wrong and the ledger must say so
+DIFFERS_FROM_PAPER = {"M2-eq8"}
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.id for c in CHECKS])
 def test_ledger_row_passes(check):
     row = run_check(check)
-    assert row.status == PASS, row
+    assert row.status == (DIFFERS if check.id in DIFFERS_FROM_PAPER else PASS), row
 
 
 def test_ids_are_unique_and_every_layer_and_loss_has_a_row():
