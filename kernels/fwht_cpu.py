@@ -187,25 +187,38 @@ def _scale(v, scale):
         v[e] *= scale
 
 
+@njit(cache=True, inline="always")
+def _one_row(row, block, group, scale, do_scale):
+    """The whole transform of one row by one thread: in one piece if it fits a block,
+    else blocks then tiles (module docstring)."""
+    n = row.size
+    if n <= block:
+        _contiguous(row)
+        if do_scale:
+            _scale(row, scale)
+    else:
+        grid = row.reshape(n // block, block)
+        for b in range(n // block):
+            _contiguous(grid[b])
+        for g in range(0, block, group):
+            _tile(grid, g, group)
+            if do_scale:
+                for k in range(n // block):
+                    _scale(grid[k, g:g + group], scale)
+
+
+@njit(cache=True)
+def _rows_serial(x2d, block, group, scale, do_scale):
+    """Small inputs: one thread, no parallel launch (whose overhead would dominate)."""
+    for r in range(x2d.shape[0]):
+        _one_row(x2d[r], block, group, scale, do_scale)
+
+
 @njit(cache=True, parallel=True)
 def _rows_in_parallel(x2d, block, group, scale, do_scale):
     """Rows distributed over threads; each row transformed by one thread, in cache."""
-    rows, n = x2d.shape
-    for r in prange(rows):
-        row = x2d[r]
-        if n <= block:
-            _contiguous(row)
-            if do_scale:
-                _scale(row, scale)
-        else:
-            grid = row.reshape(n // block, block)
-            for b in range(n // block):
-                _contiguous(grid[b])
-            for g in range(0, block, group):
-                _tile(grid, g, group)
-                if do_scale:
-                    for k in range(n // block):
-                        _scale(grid[k, g:g + group], scale)
+    for r in prange(x2d.shape[0]):
+        _one_row(x2d[r], block, group, scale, do_scale)
 
 
 @njit(cache=True, parallel=True)
@@ -236,7 +249,9 @@ def fwht_inplace(x2d: np.ndarray, scale: float | None = None) -> None:
     group = min(block, max(config.FWHT_GROUP, config.FWHT_TILE // (n // block)))
     do_scale = scale is not None
     s = x2d.dtype.type(1.0 if scale is None else scale)
-    if n > block and rows < numba.get_num_threads() * config.FWHT_MIN_ROWS_PER_THREAD:
+    if x2d.size <= config.FWHT_SERIAL_MAX:
+        _rows_serial(x2d, block, group, s, do_scale)
+    elif n > block and rows < numba.get_num_threads() * config.FWHT_MIN_ROWS_PER_THREAD:
         _within_row_parallel(x2d, block, group, s, do_scale)
     else:
         _rows_in_parallel(x2d, block, group, s, do_scale)

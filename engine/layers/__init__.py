@@ -5,6 +5,7 @@ from .base import Layer
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense
 from .dropout import Dropout
+from .fixed_heads import HadamardHead, OrthogonalHead
 from .normalization import BatchNorm, L2Normalize
 from .reshape import Flatten
 
@@ -20,4 +21,6 @@ __all__ = [
     "BatchNorm",
     "Dropout",
     "L2Normalize",
+    "HadamardHead",
+    "OrthogonalHead",
 ]

@@ -1,13 +1,13 @@
 """All ledger checks, in the order ``lastlayer verify`` prints them.
 
-Each paper's module adds its rows here (G: gradients of the engine; later M, H, C, P, E
-for the claims of CLAIMS.md)."""
+G: gradients of the engine; M, H, C: the claims of CLAIMS.md for the post-training,
+fixed-classifier and Layca papers (P and E follow as their modules land)."""
 
 from __future__ import annotations
 
 from ..ledger import Check
-from . import gradients, post_training
+from . import fixed_classifier, gradients, post_training
 
 
 def all_checks() -> list[Check]:
-    return gradients.checks() + post_training.checks()
+    return gradients.checks() + post_training.checks() + fixed_classifier.checks()

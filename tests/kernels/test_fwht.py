@@ -94,11 +94,13 @@ def test_in_place_and_out_arguments():
         fwht(x, out=np.empty((3, 8)))
 
 
+@pytest.mark.parametrize("serial_max", [0, 1 << 20], ids=["parallel", "serial"])
 @pytest.mark.parametrize("rows", [1, 2, 5])
 @pytest.mark.parametrize("k", [5, 6, 7, 9, 10])
-def test_multi_block_paths_with_small_tunables(monkeypatch, rows, k):
-    """Block 16 and tiles of 2-8 columns: rows of 2^5..2^10 take the two-phase path, both
-    the across-rows and the within-row parallel drivers."""
+def test_multi_block_paths_with_small_tunables(monkeypatch, rows, k, serial_max):
+    """Block 16 and tiles of 2-8 columns: rows of 2^5..2^10 take the two-phase path, in the
+    serial driver and in both parallel ones (across rows, within a row)."""
+    monkeypatch.setattr(config, "FWHT_SERIAL_MAX", serial_max)
     monkeypatch.setattr(config, "FWHT_BLOCK", 16)
     monkeypatch.setattr(config, "FWHT_GROUP", 2)
     monkeypatch.setattr(config, "FWHT_TILE", 8)
