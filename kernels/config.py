@@ -8,9 +8,25 @@ multi-block and multi-pass code paths run on small inputs."""
 FWHT_BLOCK = 1 << 14
 FWHT_GROUP = 16  # fewest contiguous columns per tile of the second phase (one or two cache lines)
 FWHT_TILE = 1 << 12  # elements per second-phase tile: its columns = max(FWHT_GROUP, TILE // M)
+# Inputs of at most this many elements run on one thread: a parallel launch costs more.
+FWHT_SERIAL_MAX = 1 << 15
 # Below this many rows, parallelise within each row instead of across rows.
 FWHT_MIN_ROWS_PER_THREAD = 2
 
 # ---- FWHT on the GPU (kernels/fwht_cuda.py) ----
 CUDA_THREADS_PER_BLOCK = 256
 CUDA_SHARED_MAX = 4096  # longest row (elements) transformed in one block's shared memory
+
+# ---- Fused Layca update (kernels/layca.py, layca_cpu.py, layca_cuda.py) ----
+# ||s_perp||^2 = s.s - (s.w)^2 / w.w loses log2(s.s / ||s_perp||^2) bits to cancellation
+# when s is nearly parallel to w. Below this ratio (angle(s, w) < 14.5 degrees) it is
+# recomputed directly, sum((s - k w)^2) with k = s.w / w.w, in one more read pass.
+LAYCA_CANCELLATION_RATIO = 2.0**-4
+# CPU: the tensors of one call are cut into chunks of this many elements, the units of
+# parallel work (partial sums per chunk, summed in chunk order: results do not depend on the
+# thread count). 2^14 elements of w and s: 128 KiB (float32) to 256 KiB (float64), in L2.
+LAYCA_CHUNK = 1 << 14
+# GPU: threads per block (a power of two: tree reductions in shared memory) and the most
+# blocks one tensor's reduction or update uses (each thread loops over the rest).
+LAYCA_CUDA_THREADS = 256
+LAYCA_CUDA_MAX_BLOCKS = 1024
