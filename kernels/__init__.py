@@ -2,8 +2,11 @@
 NumPy reference. This package imports only numpy and numba, never ``engine``.
 
 * ``fwht(x, normalized=False, out=None)``: fast Walsh-Hadamard transform (``kernels.fwht``).
+* ``layca_update`` / ``layca_update_many``: the fused Layca step of one or many tensors
+  (``kernels.layca``), two passes over memory.
 """
 
 from .fwht import fwht
+from .layca import LaycaInfo, layca_update, layca_update_many
 
-__all__ = ["fwht"]
+__all__ = ["fwht", "layca_update", "layca_update_many", "LaycaInfo"]

@@ -1,0 +1,266 @@
+"""``layca_update``: the Layca step of one kernel tensor, or of a list of them, fused into two
+passes over memory, on NumPy (Numba) or device (Numba-CUDA) arrays.
+
+Layca (Carbonnelle & De Vleeschouwer, "Layer rotation", Algorithm 1; CLAIMS.md section C),
+for a kernel w (flattened, any shape), the base optimizer's step s (its update direction
+before the learning rate), the layer's rate rho and target norm r0 = ||w_0||:
+
+    1. s <- s - (s.w / w.w) w          project onto the tangent space of the sphere at w
+    2. s <- s ||w|| / ||s||             rotation-based normalisation; ||s|| <= eps: s <- 0
+    3. w <- w - rho s
+    4. w <- w r0 / ||w||                back onto the sphere of radius r0
+
+Fused form. Pass 1 reads w and s once and returns four float64 sums: ww = w.w, sw = s.w,
+ss = s.s and the number of non-finite entries of s (which count as 0 everywhere). Then,
+with k = sw / ww and p = s - k w (the projected step), ||p||^2 = ss - sw^2 / ww, and the
+normalised step s_n = p ||w|| / ||p|| is orthogonal to w with norm ||w||, so
+||w - rho s_n|| = ||w|| sqrt(1 + rho^2) in closed form and steps 1-4 are one affine map:
+
+    w <- a w + b s,   c = r0 / (||w|| sqrt(1 + rho^2)),
+                      a = c (1 + rho sw / (||w|| ||p||)),   b = -c rho ||w|| / ||p||,
+
+or a = r0 / ||w||, b = 0 for a zero step (||p|| <= eps). Pass 2 applies it (reading w and
+s, writing w) and sums the squares of the stored result, so the returned norm is measured,
+not assumed: five array passes in all, against about fifteen for the unfused NumPy steps
+(``kernels.layca_reference``).
+
+Cancellation. ss - sw^2 / ww loses log2(ss / ||p||^2) bits when s is nearly parallel to w.
+All sums are accumulated in float64, also for float32 data (whose products are then exact).
+When ||p||^2 <= ``config.LAYCA_CANCELLATION_RATIO`` * ss (default 2^-4: angle(s, w) below
+14.5 degrees, at most 4 bits lost otherwise) ||p||^2 is recomputed directly as
+sum((s - k w)^2) in one extra read pass, which is as accurate as the unfused step 1. So the
+fused result agrees with the unfused one to a few roundings at any angle (both then err by
+about 1e-16 / sin(angle) in float64; tests/kernels/test_layca.py compares them with an
+extended-precision answer), and in float32 it is the float64 result rounded once, closer to
+exact than float32 NumPy. Only steps nearly parallel to w pay the extra pass.
+
+Degenerate inputs (claim C4): NaN/Inf entries of s are treated as 0 and counted; a zero step
+only rescales w to r0 (no change when ||w|| = r0, to rounding). A w of norm 0 (the rotation
+is undefined), with non-finite entries, or whose squares overflow float64, and an s whose
+finite entries overflow float64 when squared, raise a ValueError naming the tensor. All
+tensors are checked after pass 1 and before any is written: on an error nothing is modified.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from . import config
+
+__all__ = ["LaycaInfo", "layca_update", "layca_update_many"]
+
+
+class LaycaInfo(NamedTuple):
+    """What one Layca update did to one tensor."""
+
+    norm: float  # ||w|| after the update (measured on the stored values, in float64)
+    zero_step: bool  # the projected step had norm <= eps: w was only rescaled to r0
+    nonfinite: int  # entries of s that were NaN or +-Inf (treated as 0)
+
+
+def layca_update(w, s, rho: float, target_norm: float, *, eps: float = 1e-7) -> LaycaInfo:
+    """One Layca step on one kernel tensor, in place on ``w`` (steps 1-4 in the module doc).
+
+    Parameters
+    ----------
+    w : float32 or float64 array of any shape (n elements in all, n >= 1), updated in place:
+        a NumPy array (Numba CPU kernels), or a CuPy or Numba device array (CUDA kernels).
+        Any layout (a non-contiguous w is updated through a contiguous copy).
+    s : the base optimizer's step, same kind of array, dtype and shape as w; not modified.
+    rho : the layer's rate, finite, >= 0. A non-zero step turns w by exactly arctan(rho).
+    target_norm : r0 = ||w_0||, finite, > 0: ||w|| after the step.
+    eps : a projected step with norm <= eps is a zero step (the paper code's 1e-7).
+
+    Returns a ``LaycaInfo`` (norm after, zero step, number of non-finite entries of s).
+    """
+    return _update([w], [s], [rho], [target_norm], eps, many=False)[0]
+
+
+def layca_update_many(ws: Sequence, ss: Sequence, rhos: Sequence[float],
+                      target_norms: Sequence[float], *, eps: float = 1e-7) -> list[LaycaInfo]:
+    """``layca_update`` of every tensor of a list, in one pass 1 and one pass 2 for all.
+
+    ws, ss : sequences of T arrays as for ``layca_update`` (ss[t] matches ws[t] in dtype and
+        shape; dtypes may differ between tensors; all on the CPU or all on the GPU). The
+        tensors of ws must not overlap each other.
+    rhos, target_norms : sequences (or 1-D arrays) of T numbers, as for ``layca_update``.
+
+    Returns T ``LaycaInfo`` records, in order. On the CPU the parallel work is spread over
+    all tensors at once (kernels.layca_cpu); nothing is modified when any input is invalid.
+    """
+    count = len(ws)
+    for name, seq in (("ss", ss), ("rhos", rhos), ("target_norms", target_norms)):
+        if len(seq) != count:
+            raise ValueError(f"{name}: expected {count} entries (one per tensor of ws), got {len(seq)}")
+    return _update(list(ws), list(ss), rhos, target_norms, eps, many=True)
+
+
+def _names(many: bool, t: int) -> tuple[str, str, str, str]:
+    """How the error messages call w, s, rho and target_norm of tensor t."""
+    if many:
+        return f"ws[{t}]", f"ss[{t}]", f"rhos[{t}]", f"target_norms[{t}]"
+    return "w", "s", "rho", "target_norm"
+
+
+def _is_device_array(x) -> bool:
+    """A CuPy array or a Numba device array (real, or the CUDA simulator's)."""
+    module = type(x).__module__
+    return module.split(".")[0] == "cupy" or module.startswith("numba.cuda")
+
+
+def _kind(x) -> str | None:
+    """'numpy', 'device' (CuPy or Numba device array) or None for anything else."""
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    return "device" if _is_device_array(x) else None
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_pair(w, s, kind: str, many: bool, t: int) -> None:
+    """Raise a clear error unless w and s are float32/float64 arrays of one dtype and shape,
+    of the same kind as the first tensor (all on the CPU or all on the GPU)."""
+    wname, sname = _names(many, t)[:2]
+    if _kind(w) is None:
+        raise TypeError(f"{wname}: expected a NumPy array, or a CuPy or Numba device array, "
+                        f"got {type(w).__name__}")
+    where = {"numpy": "a NumPy array", "device": "a device (CuPy or Numba) array"}
+    if _kind(w) != kind:
+        raise TypeError(f"{wname}: expected {where[kind]} like {_names(many, 0)[0]}, "
+                        f"got {type(w).__name__}")
+    if _kind(s) != kind:
+        raise TypeError(f"{sname}: expected {where[kind]} like {wname}, got {type(s).__name__}")
+    if w.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{wname}: expected dtype float32 or float64, got {np.dtype(w.dtype)}")
+    if s.dtype != w.dtype:
+        raise TypeError(f"{sname}: expected dtype {np.dtype(w.dtype)} ({wname}'s dtype), "
+                        f"got {np.dtype(s.dtype)}")
+    if tuple(s.shape) != tuple(w.shape):
+        raise ValueError(f"{sname}: expected shape {tuple(w.shape)} ({wname}'s shape), got {tuple(s.shape)}")
+    if kind == "numpy" and not w.flags.writeable:
+        raise ValueError(f"{wname}: the array is read-only (it is updated in place)")
+    if kind == "device" and type(w).__module__.startswith("numba.cuda"):
+        for name, x in ((wname, w), (sname, s)):
+            if not x.is_c_contiguous():
+                raise ValueError(f"{name}: expected a C-contiguous Numba device array (CuPy "
+                                 f"arrays may have any layout)")
+
+
+def _check_numbers(values, *, positive: bool, many: bool, which: int) -> np.ndarray:
+    """(T,) float64 of ``values``, or a ValueError naming the first one that is not finite
+    and >= 0 (> 0 if ``positive``). which: 2 for rho(s), 3 for target_norm(s)."""
+    out = []
+    for t, x in enumerate(values):
+        v = _as_float(x)
+        if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+            raise ValueError(f"{_names(many, t)[which]}: expected a finite number "
+                             f"{'> 0' if positive else '>= 0'}, got {x!r}")
+        out.append(v)
+    return np.array(out)
+
+
+def _as_float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _update(ws: list, ss: list, rhos, target_norms, eps, *, many: bool) -> list[LaycaInfo]:
+    """Validate everything, then run the fused passes on the right backend."""
+    eps_value = _as_float(eps)
+    if not (math.isfinite(eps_value) and eps_value >= 0):
+        raise ValueError(f"eps: expected a finite number >= 0, got {eps!r}")
+    if not ws:
+        return []
+    kind = _kind(ws[0]) or "numpy"  # anything else fails the checks of the first pair
+    for t in range(len(ws)):
+        _check_pair(ws[t], ss[t], kind, many, t)
+    rho = _check_numbers(rhos, positive=False, many=many, which=2)
+    r0 = _check_numbers(target_norms, positive=True, many=many, which=3)
+    if kind == "device":
+        from . import layca_cuda as backend  # imported only when a device array arrives
+    else:
+        from . import layca_cpu as backend
+    return _fused(backend.Batch(ws, ss), rho, r0, eps_value, many)
+
+
+@njit(cache=True)
+def _projected_norm2(sums, eps, ratio):
+    """From the pass-1 sums (T, 4) [ww, sw, ss, .]: (T,) ||p||^2 = ss - sw^2 / ww (clipped
+    at 0); (T,) bool: recompute it directly, because it lost more than -log2(ratio) bits
+    (||p||^2 <= ratio * ss) and the step is not zero anyway (ss > eps^2); and the first
+    tensor whose w.w is not finite and > 0, and the first whose s.w or s.s is not finite
+    (-1 for none)."""
+    count = sums.shape[0]
+    pp = np.zeros(count)
+    redo = np.zeros(count, dtype=np.bool_)
+    bad_w = -1
+    bad_s = -1
+    for t in range(count):
+        ww, sw, ss = sums[t, 0], sums[t, 1], sums[t, 2]
+        if not (math.isfinite(ww) and ww > 0):
+            if bad_w < 0:
+                bad_w = t
+        elif not (math.isfinite(sw) and math.isfinite(ss)):
+            if bad_s < 0:
+                bad_s = t
+        else:
+            pp[t] = max(ss - sw * (sw / ww), 0.0)
+            redo[t] = pp[t] <= ratio * ss and ss > eps * eps
+    return pp, redo, bad_w, bad_s
+
+
+@njit(cache=True)
+def _coefficients(sums, pp, rho, r0, eps):
+    """The affine map w <- a w + b s of each tensor (module doc), from the sums (T, 4),
+    ||p||^2 (T,), rho (T,), r0 (T,). Returns (T,) a, (T,) b, (T,) bool zero step."""
+    count = sums.shape[0]
+    a = np.empty(count)
+    b = np.empty(count)
+    zero = np.empty(count, dtype=np.bool_)
+    for t in range(count):
+        wnorm = math.sqrt(sums[t, 0])
+        pnorm = math.sqrt(pp[t])
+        zero[t] = pnorm <= eps
+        if zero[t]:
+            a[t] = r0[t] / wnorm
+            b[t] = 0.0
+        else:
+            c = r0[t] / (wnorm * math.hypot(1.0, rho[t]))
+            a[t] = c * (1.0 + rho[t] * sums[t, 1] / (wnorm * pnorm))
+            b[t] = -c * rho[t] * wnorm / pnorm
+    return a, b, zero
+
+
+def _fused(batch, rho: np.ndarray, r0: np.ndarray, eps: float, many: bool) -> list[LaycaInfo]:
+    """Pass 1, the checks, the coefficients (with the cancellation fallback), pass 2.
+
+    batch : a ``layca_cpu.Batch`` or ``layca_cuda.Batch`` holding T tensors, with methods
+        ``reduce() -> (T, 4)`` [ww, sw, ss, non-finite count], ``residual(k, active) -> (T,)``
+        [sum((s - k w)^2) where active] and ``update(a, b) -> (T,)`` [||a w + b s||^2 as
+        stored], all float64 NumPy arrays, called in that order.
+    rho, r0 : (T,) float64, validated.
+    """
+    sums = batch.reduce()  # (T, 4)
+    pp, redo, bad_w, bad_s = _projected_norm2(sums, eps, config.LAYCA_CANCELLATION_RATIO)
+    if bad_w >= 0:
+        raise ValueError(f"{_names(many, bad_w)[0]}: w.w = {sums[bad_w, 0]} in float64: the rotation "
+                         f"is undefined for a w of norm 0, with non-finite entries, or whose squares "
+                         f"overflow float64")
+    if bad_s >= 0:
+        raise ValueError(f"{_names(many, bad_s)[1]}: s.s = {sums[bad_s, 2]}, s.w = {sums[bad_s, 1]} "
+                         f"overflow float64 although every entry is finite; the step's scale does not "
+                         f"matter: rescale s")
+    if redo.any():
+        pp = np.where(redo, batch.residual(sums[:, 1] / sums[:, 0], redo), pp)
+    a, b, zero = _coefficients(sums, pp, rho, r0, eps)
+    norms = np.sqrt(batch.update(a, b))
+    nonfinite = sums[:, 3].astype(np.int64)
+    return [LaycaInfo(float(norms[t]), bool(zero[t]), int(nonfinite[t])) for t in range(len(norms))]
