@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="reproduce a paper's experiments on embedded data",
         description="Run a paper's experiments at the scale of embedded data and write an HDF5 "
                     "results file, a markdown report and PNG figures to --out.")
-    r.add_argument("experiment", choices=["post-training", "fixed-classifier"], help="which paper")
+    r.add_argument("experiment", choices=["post-training", "fixed-classifier", "layca"],
+                   help="which paper")
     r.add_argument("--quick", action="store_true", help="fewer seeds and points (a smoke run)")
     r.add_argument("--seeds", type=int, help="number of seeds (default 5; 2 with --quick)")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")

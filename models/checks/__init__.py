@@ -6,8 +6,9 @@ fixed-classifier and Layca papers (P and E follow as their modules land)."""
 from __future__ import annotations
 
 from ..ledger import Check
-from . import fixed_classifier, gradients, post_training
+from . import fixed_classifier, gradients, layca, post_training
 
 
 def all_checks() -> list[Check]:
-    return gradients.checks() + post_training.checks() + fixed_classifier.checks()
+    return (gradients.checks() + post_training.checks() + fixed_classifier.checks()
+            + layca.checks())

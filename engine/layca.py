@@ -1,0 +1,455 @@
+"""Layca: layer-level controlled amount of weight rotation (Carbonnelle & De Vleeschouwer,
+"On layer-level control of DNN training and its impact on generalization", Algorithm 1,
+Section 4.2), as a ``GradientTransformation`` wrapping any base *direction* rule.
+
+For every Layca-updated tensor w (a layer's kernel, flattened; Frobenius norms), given
+the base rule's step s (its direction before the learning rate: the gradient for SGD, the
+EMA of the gradient for SGD_AMom, m_hat / (sqrt(v_hat) + eps) for Adam, ...)::
+
+    1. s <- s - (s.w / w.w) w              project onto the tangent space of the sphere
+    2. s <- s ||w|| / ||s||                rotation-based normalisation (zero if ||s|| <= eps)
+    3. w <- w - rho_l(t) s                 the update
+    4. w <- w ||w_0|| / ||w||              back onto the sphere of the initial norm
+
+After steps 1-2, s is orthogonal to w with ||s|| = ||w||, so one step rotates w by exactly
+arctan(rho_l(t)) whatever the scale of the gradient, and the norm never changes (claims
+C1, C2). Layer-wise rates (their Section 5.1), for the L Layca-updated layers indexed
+i = 0 (input side) .. L-1::
+
+    alpha > 0:   rho_i(t) = rho(t) (1 - alpha)^(5 (L-1-i) / (L-1))     (last layers first)
+    alpha <= 0:  rho_i(t) = rho(t) (1 + alpha)^(5 i / (L-1))           (first layers first)
+
+so alpha = 0 is uniform, alpha = 1 trains only the last layer and alpha = -1 only the
+first (0^0 = 1); L = 1 gives the multiplier 1.
+
+Which tensors Layca updates is an explicit mask with the structure of the parameters
+(``kernel_mask`` selects the ``W`` of every Dense and Conv2D layer by layer *type*), and
+which kernel-layer index i each of them has is an explicit tree of ints
+(``kernel_layer_index``): nothing is matched by name strings. Other tensors are frozen
+(the paper's code leaves biases and batch-norm parameters untouched) or updated by the
+base rule with step -rho(t) d (``others="base"``).
+
+Deviations from the authors' code (Simoncarbo/Layer-level-control-of-DNN-training), all
+stated where they act:
+
+* step 4 rescales to ||w_0||, the norm at ``init`` kept in the state; their code rescales
+  to the norm before the step, which drifts by rounding over many steps;
+* the eps test of step 2 is on the projected base step (before the learning rate, as in
+  CLAIMS.md); their code tests the projected step already multiplied by lr;
+* the step is divided by its largest entry before step 1 (a no-op mathematically, as step
+  2 normalises), so that s.w cannot overflow or underflow for any finite gradient scale;
+* NaN / Inf entries of s are replaced by 0 and counted in the state (their Appendix A.2,
+  item 4, recommends the replacement without counting).
+
+``GradientTransformation.update`` returns *updates* (``params + updates`` are the new
+params): the update of a Layca tensor is ``w_new - w``, so the new weights are w_new up
+to one rounding of the addition, and the next step 4 removes that rounding again.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import optim
+from .backend import array_module
+from .layers import Conv2D, Dense
+from .network import Mask, Network, Params
+
+__all__ = [
+    "LaycaState", "LaycaStepInfo", "layca", "layca_step", "rate_multipliers",
+    "per_tensor_multipliers", "kernel_mask", "kernel_layer_index", "identity_direction",
+    "layca_sgd", "layca_sgd_amom", "layca_adam", "layca_rmsprop", "layca_adagrad",
+    "LAYCA_OPTIMIZERS", "layer_rotation", "rotation_angle", "rotation_monitor",
+    "DEFAULT_RATES",
+]
+
+KERNEL_LAYERS = (Dense, Conv2D)  # layers whose "W" multiplies the inputs (their Section 4.1)
+
+# Default global rates rho (DESIGN.md, from the authors' code): 3^-5 for Adam and SGD_AMom
+# with Layca, 3^-3 for SGD, RMSprop and Adagrad with Layca.
+DEFAULT_RATES = {"sgd": 3.0**-3, "sgd_amom": 3.0**-5, "adam": 3.0**-5, "rmsprop": 3.0**-3,
+                 "adagrad": 3.0**-3}
+
+
+class LaycaState(NamedTuple):
+    """State of ``layca``. The per-tensor trees are lists (one per layer) of dicts holding an
+    entry for every Layca-updated tensor only. Leaves are ints, floats and the base rule's
+    arrays, so the state is saved by ``engine.checkpoint`` as it is."""
+
+    count: int  # updates done so far: the argument of the rate schedule rho(t)
+    initial_norm: list  # ||w_0||_F (float) of every Layca tensor, captured at init
+    nonfinite: list  # NaN / Inf entries of the base step replaced by 0 so far (int)
+    zero_steps: list  # steps skipped because ||projected step|| <= eps so far (int)
+    base: Any  # the base direction rule's state
+
+
+class LaycaStepInfo(NamedTuple):
+    """What one ``layca_step`` met: how many entries of s were NaN / Inf (replaced by 0), and
+    whether the step was zero (||projected s|| <= eps: the weights are then unchanged)."""
+
+    nonfinite: int
+    zero_step: bool
+
+
+# ---- the per-tensor update ----------------------------------------------------------------
+def layca_step(w, s, rho: float, target_norm: float, *, eps: float = 1e-7):
+    """The four steps of Algorithm 1 on one tensor; the inputs are not modified.
+
+    Parameters
+    ----------
+    w : array, any shape (e.g. (d_out, d_in) or (C_out, C_in, kh, kw)), float32 / float64,
+        non-zero: the current kernel (treated as one flattened vector).
+    s : array, shape of ``w``: the base rule's step, the direction the weights move *against*
+        (w <- w - rho s), before any learning rate. NaN / Inf entries count as 0.
+    rho : the layer's rate rho_l(t) >= 0: the step rotates w by arctan(rho).
+    target_norm : ||w_0||, the norm the result is rescaled to (step 4).
+    eps : a projected step with ||s|| <= eps is a zero step (w is returned unchanged).
+
+    Returns
+    -------
+    (w_new, info) : w_new has the shape and dtype of ``w`` and norm ``target_norm`` (w itself,
+        not a copy, for a zero step); info is a ``LaycaStepInfo``.
+    """
+    xp = array_module(w, s)
+    finite = xp.isfinite(s)
+    nonfinite = int(s.size - int(xp.count_nonzero(finite)))
+    if nonfinite:
+        s = xp.where(finite, s, 0)
+    scale = float(xp.abs(s).max()) if s.size else 0.0
+    if scale == 0.0:
+        return w, LaycaStepInfo(nonfinite, True)
+    u = s / scale  # entries in [-1, 1]: s.w cannot overflow; the scale returns in the eps test
+    w_sq = float(xp.vdot(w, w))
+    u = u - (float(xp.vdot(u, w)) / w_sq) * w  # step 1: tangent-space projection
+    u_norm = float(xp.linalg.norm(u))
+    if u_norm * scale <= eps:  # ||projected s|| <= eps
+        return w, LaycaStepInfo(nonfinite, True)
+    u *= math.sqrt(w_sq) / u_norm  # step 2: ||u|| = ||w||, u orthogonal to w
+    w_new = w - rho * u  # step 3
+    w_new *= target_norm / float(xp.linalg.norm(w_new))  # step 4
+    return w_new, LaycaStepInfo(nonfinite, False)
+
+
+# ---- layer-wise rates ----------------------------------------------------------------------
+def rate_multipliers(alpha: float, n_layers: int) -> np.ndarray:
+    """The multipliers rho_i / rho(t) of their Section 5.1, shape (n_layers,), float64.
+
+    alpha in [-1, 1]; i = 0 is the input side. alpha > 0: (1 - alpha)^(5 (L-1-i)/(L-1));
+    alpha <= 0: (1 + alpha)^(5 i/(L-1)); one layer: [1.0].
+    """
+    _check_alpha(alpha)
+    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
+        raise ValueError(f"n_layers: expected an integer >= 1, got {n_layers!r}")
+    if n_layers == 1:
+        return np.ones(1)
+    i = np.arange(n_layers, dtype=np.float64)
+    last = n_layers - 1
+    if alpha > 0:
+        return (1.0 - alpha) ** (5.0 * (last - i) / last)
+    return (1.0 + alpha) ** (5.0 * i / last)
+
+
+def per_tensor_multipliers(alpha: float, layer_index: list[dict[str, int]], params: Params) -> list:
+    """A tree of floats with the structure of ``params``: the Section 5.1 multiplier of each
+    indexed tensor's layer, 1.0 for tensors without an index. Used to give plain rules
+    (SGD) the same layer-wise rates: ``optim.scale_per_tensor(per_tensor_multipliers(...))``."""
+    n_layers = _n_kernel_layers(layer_index)
+    factors = rate_multipliers(alpha, n_layers)
+    return [{name: float(factors[idx[name]]) if name in idx else 1.0 for name in p}
+            for p, idx in zip(params, layer_index, strict=True)]
+
+
+def _check_alpha(alpha: float) -> None:
+    if not -1.0 <= alpha <= 1.0:  # also rejects NaN
+        raise ValueError(f"alpha: expected a value in [-1, 1], got {alpha}")
+
+
+def _n_kernel_layers(layer_index: list[dict[str, int]]) -> int:
+    """L, after checking that the indices are exactly 0 .. L-1 (every index used)."""
+    used = sorted({i for d in layer_index for i in d.values()})
+    for i in used:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"layer_index: expected integer indices, got {i!r}")
+    if used != list(range(len(used))):
+        raise ValueError(f"layer_index: the kernel-layer indices must be 0 .. L-1 with none "
+                         f"missing, got {used}")
+    return len(used)
+
+
+# ---- which tensors, which index --------------------------------------------------------------
+def kernel_mask(net: Network, params: Params) -> Mask:
+    """True for the kernel ``W`` of every Dense and Conv2D layer (chosen by layer type, never
+    by name strings), False for everything else (biases, batch-norm parameters, ...)."""
+    if len(params) != len(net):
+        raise ValueError(f"params: expected {len(net)} dicts (one per layer), got {len(params)}")
+    return [{name: isinstance(layer, KERNEL_LAYERS) and name == "W" for name in p}
+            for layer, p in zip(net, params)]
+
+
+def kernel_layer_index(mask: Mask) -> list[dict[str, int]]:
+    """Kernel-layer index i of every masked tensor: the rank, in network order, of its layer
+    among the layers with a masked tensor (tensors of one layer share its index). Returns a
+    list (one per layer) of dicts holding the masked tensors only."""
+    out, i = [], 0
+    for layer_mask in mask:
+        names = [name for name, on in layer_mask.items() if on]
+        out.append({name: i for name in names})
+        i += bool(names)
+    return out
+
+
+# ---- the transform -----------------------------------------------------------------------------
+def identity_direction() -> optim.GradientTransformation:
+    """d = g: the direction of plain SGD."""
+    return optim.GradientTransformation(lambda params: optim.EmptyState(), lambda g, s, p: (g, s))
+
+
+def layca(base: optim.GradientTransformation, lr: float | optim.Schedule, alpha: float = 0.0, *,
+          mask: Mask, layer_index: list[dict[str, int]], others: str = "frozen",
+          eps: float = 1e-7, fused: bool = False) -> optim.GradientTransformation:
+    """Layca (Algorithm 1) around the base direction rule ``base``.
+
+    Parameters
+    ----------
+    base : a direction transform (``identity_direction()``, ``optim.scale_by_momentum()``,
+        ``optim.scale_by_ema()`` for SGD_AMom, ``optim.scale_by_adam()``, ``scale_by_rms()``,
+        ``scale_by_adagrad()``, or a ``chain`` ending in one), *without* a learning rate.
+    lr : the global rate rho(t), a constant or an ``optim.Schedule`` of the update count.
+    alpha : layer-wise prioritisation in [-1, 1] (Section 5.1; module docstring).
+    mask : list (one per layer) of dicts of bools with the structure of the params: the
+        tensors Layca updates (``kernel_mask(net, params)``). Each must be non-zero at init.
+    layer_index : kernel-layer index of every masked tensor (``kernel_layer_index(mask)``);
+        the indices must be 0 .. L-1.
+    others : tensors not in ``mask``: "frozen" (no update; the paper's default) or "base"
+        (updated by the base rule: w <- w - rho(t) d, no layer multiplier, no rotation).
+    eps : a projected base step with norm <= eps becomes a zero step (weights unchanged).
+    fused : use ``kernels.layca.layca_update_many`` (the same four steps fused into two
+        passes over memory, NumPy or CuPy arrays) when that module can be imported;
+        otherwise warn and use ``layca_step``. The results agree to rounding; unlike
+        ``layca_step``, the kernels raise on a finite step whose squares overflow float64.
+
+    The state (``LaycaState``) holds the update count, ||w_0|| of every Layca tensor, the
+    counts of non-finite entries and zero steps per tensor, and the base rule's state (of
+    the Layca tensors only when ``others="frozen"``). Gradients may omit tensors (frozen by
+    the training mask): those get no update and their state is carried over.
+    """
+    schedule = lr if isinstance(lr, optim.Schedule) else optim.ConstantSchedule(lr)
+    _check_alpha(alpha)
+    if others not in ("frozen", "base"):
+        raise ValueError(f"others: expected 'frozen' or 'base', got {others!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps: expected >= 0, got {eps}")
+    _check_index_covers_mask(mask, layer_index)
+    factors = rate_multipliers(alpha, _n_kernel_layers(layer_index))
+    kernel = _fused_kernel() if fused else None
+
+    def base_part(tree):  # what the base rule sees: everything, or the Layca tensors only
+        return tree if others == "base" else _masked_only(tree, mask)
+
+    def init(params):
+        _check_mask_matches(mask, params)
+        norms = []
+        for i, (p, m) in enumerate(zip(params, mask)):
+            layer = {}
+            for name in (n for n, on in m.items() if on):
+                layer[name] = _initial_norm(p[name], i, name)
+            norms.append(layer)
+        nonfinite = [{name: 0 for name in layer} for layer in norms]
+        zero_steps = [{name: 0 for name in layer} for layer in norms]
+        return LaycaState(0, norms, nonfinite, zero_steps, base.init(base_part(params)))
+
+    def update(grads, state, params):
+        _check_mask_covers(mask, grads)
+        steps, base_state = base.update(base_part(grads), state.base, base_part(params))
+        rho = schedule(state.count)
+        # the Layca tensors present in the gradients, in network order
+        jobs = [(i, name) for i, m in enumerate(mask) for name, on in m.items()
+                if on and name in grads[i]]
+        ws = [params[i][name] for i, name in jobs]
+        ss = [steps[i][name] for i, name in jobs]
+        rhos = [rho * float(factors[layer_index[i][name]]) for i, name in jobs]
+        norms = [state.initial_norm[i][name] for i, name in jobs]
+        if kernel is not None:
+            new_ws, infos = _fused_steps(kernel, ws, ss, rhos, norms, eps)
+        else:
+            results = [layca_step(w, s, r, n, eps=eps) for w, s, r, n in zip(ws, ss, rhos, norms)]
+            new_ws, infos = [r[0] for r in results], [r[1] for r in results]
+
+        updates: list[dict] = [{} for _ in grads]
+        nonfinite = [dict(d) for d in state.nonfinite]
+        zero_steps = [dict(d) for d in state.zero_steps]
+        for (i, name), w, w_new, info in zip(jobs, ws, new_ws, infos):
+            updates[i][name] = array_module(w).zeros_like(w) if info.zero_step else w_new - w
+            nonfinite[i][name] += info.nonfinite
+            zero_steps[i][name] += int(info.zero_step)
+        if others == "base":
+            for i, m in enumerate(mask):
+                for name, d in steps[i].items():
+                    if not m[name]:
+                        updates[i][name] = (-rho) * d
+        return updates, LaycaState(state.count + 1, state.initial_norm, nonfinite, zero_steps,
+                                   base_state)
+
+    return optim.GradientTransformation(init, update)
+
+
+def _initial_norm(w, layer: int, name: str) -> float:
+    norm = float(array_module(w).linalg.norm(w))
+    if not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"layca: layer {layer} parameter {name!r} has norm {norm}: Layca "
+                         f"rotates a tensor on the sphere of its initial norm, which must be "
+                         f"finite and non-zero (do not initialise a Layca tensor to zero)")
+    return norm
+
+
+def _masked_only(tree: list[dict], mask: Mask) -> list[dict]:
+    """The entries of a per-layer tree (params, gradients) where ``mask`` is True."""
+    return [{name: v for name, v in d.items() if m[name]} for d, m in zip(tree, mask, strict=True)]
+
+
+def _check_mask_covers(mask: Mask, grads: list[dict]) -> None:
+    if len(grads) != len(mask):
+        raise ValueError(f"grads: expected {len(mask)} dicts (one per layer, like the mask), "
+                         f"got {len(grads)}")
+    for i, (g, m) in enumerate(zip(grads, mask)):
+        unknown = set(g) - set(m)
+        if unknown:
+            raise ValueError(f"grads: layer {i} has tensors {sorted(unknown)} that the mask "
+                             f"does not name (it names {sorted(m)})")
+
+
+def _check_mask_matches(mask: Mask, params: Params) -> None:
+    if not isinstance(mask, (list, tuple)) or len(mask) != len(params):
+        raise ValueError(f"mask: expected a list of {len(params)} dicts (one per layer), got "
+                         f"{type(mask).__name__} of length {len(mask)}")
+    for i, (p, m) in enumerate(zip(params, mask)):
+        if set(p) != set(m):
+            raise ValueError(f"mask: layer {i} has parameters {sorted(p)}, the mask names {sorted(m)}")
+
+
+def _check_index_covers_mask(mask: Mask, layer_index: list[dict[str, int]]) -> None:
+    if len(layer_index) != len(mask):
+        raise ValueError(f"layer_index: expected {len(mask)} dicts (one per layer, like the "
+                         f"mask), got {len(layer_index)}")
+    for i, (m, idx) in enumerate(zip(mask, layer_index)):
+        masked = {name for name, on in m.items() if on}
+        if set(idx) != masked:
+            raise ValueError(f"layer_index: layer {i} indexes {sorted(idx)}, but the mask selects "
+                             f"{sorted(masked)} there (build it with kernel_layer_index(mask))")
+    if not any(any(m.values()) for m in mask):
+        raise ValueError("mask: selects no tensor; Layca would update nothing")
+
+
+# ---- the fused kernels (optional) ----------------------------------------------------------------
+def _fused_kernel():
+    """``kernels.layca`` if it can be imported, else None (with a warning: the caller asked
+    for the fused path and gets the slower reference instead)."""
+    try:
+        from kernels import layca as kernel
+    except ImportError as err:
+        warnings.warn(f"layca(fused=True): kernels.layca cannot be imported ({err}); using "
+                      f"the NumPy reference path", stacklevel=3)
+        return None
+    return kernel
+
+
+def _fused_steps(kernel, ws, ss, rhos, norms, eps):
+    """``layca_step`` on every tensor via ``kernel.layca_update_many`` (in place on copies,
+    so the caller's parameters are never modified)."""
+    new_ws = [w.copy() for w in ws]
+    infos = kernel.layca_update_many(new_ws, ss, rhos, norms, eps=eps)
+    out, out_infos = [], []
+    for w, w_new, info in zip(ws, new_ws, infos):
+        step = LaycaStepInfo(int(info.nonfinite), bool(info.zero_step))
+        out.append(w if step.zero_step else w_new)
+        out_infos.append(step)
+    return out, out_infos
+
+
+# ---- ready-made rules (their Section 6.2 set) --------------------------------------------------
+def layca_sgd(lr=DEFAULT_RATES["sgd"], alpha: float = 0.0, *, mask, layer_index, **kwargs):
+    """Layca around plain SGD (direction g), default rho = 3^-3."""
+    return layca(identity_direction(), lr, alpha, mask=mask, layer_index=layer_index, **kwargs)
+
+
+def layca_sgd_amom(lr=DEFAULT_RATES["sgd_amom"], alpha: float = 0.0, *, mask, layer_index,
+                   beta: float = 0.9, **kwargs):
+    """Layca around SGD_AMom (m <- beta m + (1 - beta) g, their Appendix A.3), default 3^-5."""
+    return layca(optim.scale_by_ema(beta), lr, alpha, mask=mask, layer_index=layer_index, **kwargs)
+
+
+def layca_adam(lr=DEFAULT_RATES["adam"], alpha: float = 0.0, *, mask, layer_index,
+               b1: float = 0.9, b2: float = 0.999, adam_eps: float = 1e-8, **kwargs):
+    """Layca around Adam's direction m_hat / (sqrt(v_hat) + eps), default rho = 3^-5."""
+    return layca(optim.scale_by_adam(b1, b2, adam_eps), lr, alpha, mask=mask,
+                 layer_index=layer_index, **kwargs)
+
+
+def layca_rmsprop(lr=DEFAULT_RATES["rmsprop"], alpha: float = 0.0, *, mask, layer_index,
+                  decay: float = 0.9, rms_eps: float = 1e-7, **kwargs):
+    """Layca around RMSprop's direction g / (sqrt(v) + eps) (Keras defaults), default 3^-3."""
+    return layca(optim.scale_by_rms(decay, rms_eps), lr, alpha, mask=mask,
+                 layer_index=layer_index, **kwargs)
+
+
+def layca_adagrad(lr=DEFAULT_RATES["adagrad"], alpha: float = 0.0, *, mask, layer_index,
+                  adagrad_eps: float = 1e-7, **kwargs):
+    """Layca around Adagrad's direction g / (sqrt(a) + eps), default rho = 3^-3."""
+    return layca(optim.scale_by_adagrad(adagrad_eps), lr, alpha, mask=mask,
+                 layer_index=layer_index, **kwargs)
+
+
+LAYCA_OPTIMIZERS: dict[str, Callable[..., optim.GradientTransformation]] = {
+    "sgd": layca_sgd, "sgd_amom": layca_sgd_amom, "adam": layca_adam, "rmsprop": layca_rmsprop,
+    "adagrad": layca_adagrad,
+}
+
+
+# ---- monitoring ----------------------------------------------------------------------------------
+def _unit(v, xp):
+    return v / xp.linalg.norm(v)
+
+
+def rotation_angle(w_before, w_after) -> float:
+    """Angle (radians) between two tensors of the same shape, flattened:
+    2 atan2(||a - b||, ||a + b||) on the unit vectors a, b (Kahan's form, accurate for tiny
+    and near-pi angles where arccos of the cosine is not)."""
+    xp = array_module(w_before, w_after)
+    a, b = _unit(w_before.ravel(), xp), _unit(w_after.ravel(), xp)
+    return 2.0 * math.atan2(float(xp.linalg.norm(a - b)), float(xp.linalg.norm(a + b)))
+
+
+def layer_rotation(params: Params, initial_params: Params, mask: Mask) -> dict[int, float]:
+    """Their "angle deviation" (Section 5.3, Fig. 3): the cosine distance 1 - cos(w_t, w_0)
+    of every layer with a masked tensor, keyed by the layer's position in ``params``. The
+    masked tensors of one layer are concatenated into one vector. Computed as
+    ||a - b||^2 / 2 on unit vectors, which equals 1 - cos without its cancellation."""
+    out = {}
+    for i, (p, p0, m) in enumerate(zip(params, initial_params, mask, strict=True)):
+        names = sorted(name for name, on in m.items() if on)
+        if not names:
+            continue
+        xp = array_module(*(p[n] for n in names))
+        a = _unit(xp.concatenate([p[n].ravel() for n in names]), xp)
+        b = _unit(xp.concatenate([p0[n].ravel() for n in names]), xp)
+        out[i] = 0.5 * float(xp.vdot(a - b, a - b))
+    return out
+
+
+def rotation_monitor(initial_params: Params, mask: Mask,
+                     layer_index: list[dict[str, int]]) -> Callable[[int, Params], dict]:
+    """A ``train(..., monitor=...)`` hook recording the angle deviation of every kernel layer
+    under the history names ``rotation_<i>`` (i = kernel-layer index, 0 = input side)."""
+    rank = {j: next(iter(idx.values())) for j, idx in enumerate(layer_index) if idx}
+
+    def monitor(t: int, params: Params) -> dict[str, float]:
+        return {f"rotation_{rank[j]}": v
+                for j, v in layer_rotation(params, initial_params, mask).items()}
+
+    return monitor
+
