@@ -26,39 +26,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import config
+from . import butterfly, config
 
 
-@njit(cache=True, inline="always")
-def _bf8(a0, a1, a2, a3, a4, a5, a6, a7):
-    """Three fused butterfly levels on 8 values (strides 1, 2, 4 in units of the input)."""
-    b0 = a0 + a1
-    b1 = a0 - a1
-    b2 = a2 + a3
-    b3 = a2 - a3
-    b4 = a4 + a5
-    b5 = a4 - a5
-    b6 = a6 + a7
-    b7 = a6 - a7
-    c0 = b0 + b2
-    c2 = b0 - b2
-    c1 = b1 + b3
-    c3 = b1 - b3
-    c4 = b4 + b6
-    c6 = b4 - b6
-    c5 = b5 + b7
-    c7 = b5 - b7
-    return c0 + c4, c1 + c5, c2 + c6, c3 + c7, c0 - c4, c1 - c5, c2 - c6, c3 - c7
-
-
-@njit(cache=True, inline="always")
-def _bf4(a0, a1, a2, a3):
-    """Two fused butterfly levels on 4 values."""
-    b0 = a0 + a1
-    b1 = a0 - a1
-    b2 = a2 + a3
-    b3 = a2 - a3
-    return b0 + b2, b1 + b3, b0 - b2, b1 - b3
+_bf8 = njit(cache=True, inline="always")(butterfly.bf8)
+_bf4 = njit(cache=True, inline="always")(butterfly.bf4)
 
 
 @njit(cache=True, inline="always")

@@ -32,7 +32,10 @@ import numba
 import numpy as np
 from numba import cuda
 
-from . import config
+from . import butterfly, config
+
+_bf8 = cuda.jit(device=True)(butterfly.bf8)
+_bf4 = cuda.jit(device=True)(butterfly.bf4)
 
 # Dynamic shared memory a block may use without opting in to more (all GPUs since sm_20).
 _SHARED_BYTES_LIMIT = 48 * 1024
@@ -100,19 +103,11 @@ def _global_radix4(x, h, scale):
     g = cuda.grid(1)
     if g < x.size // 4:
         p = 4 * g - 3 * (g & (h - 1))
-        a0 = x[p]
-        a1 = x[p + h]
-        a2 = x[p + 2 * h]
-        a3 = x[p + 3 * h]
-        # level h: pairs (0, 1), (2, 3); level 2h: pairs (0, 2), (1, 3)
-        b0 = a0 + a1
-        b1 = a0 - a1
-        b2 = a2 + a3
-        b3 = a2 - a3
-        x[p] = (b0 + b2) * scale
-        x[p + 2 * h] = (b0 - b2) * scale
-        x[p + h] = (b1 + b3) * scale
-        x[p + 3 * h] = (b1 - b3) * scale
+        r0, r1, r2, r3 = _bf4(x[p], x[p + h], x[p + 2 * h], x[p + 3 * h])
+        x[p] = r0 * scale
+        x[p + h] = r1 * scale
+        x[p + 2 * h] = r2 * scale
+        x[p + 3 * h] = r3 * scale
 
 
 @cuda.jit
@@ -126,41 +121,17 @@ def _global_radix8(x, h, scale):
     g = cuda.grid(1)
     if g < x.size // 8:
         p = 8 * g - 7 * (g & (h - 1))
-        a0 = x[p]
-        a1 = x[p + h]
-        a2 = x[p + 2 * h]
-        a3 = x[p + 3 * h]
-        a4 = x[p + 4 * h]
-        a5 = x[p + 5 * h]
-        a6 = x[p + 6 * h]
-        a7 = x[p + 7 * h]
-        # level h: pairs (0, 1), (2, 3), (4, 5), (6, 7)
-        b0 = a0 + a1
-        b1 = a0 - a1
-        b2 = a2 + a3
-        b3 = a2 - a3
-        b4 = a4 + a5
-        b5 = a4 - a5
-        b6 = a6 + a7
-        b7 = a6 - a7
-        # level 2h: pairs (0, 2), (1, 3), (4, 6), (5, 7)
-        c0 = b0 + b2
-        c2 = b0 - b2
-        c1 = b1 + b3
-        c3 = b1 - b3
-        c4 = b4 + b6
-        c6 = b4 - b6
-        c5 = b5 + b7
-        c7 = b5 - b7
-        # level 4h: pairs (j, j + 4)
-        x[p] = (c0 + c4) * scale
-        x[p + 4 * h] = (c0 - c4) * scale
-        x[p + h] = (c1 + c5) * scale
-        x[p + 5 * h] = (c1 - c5) * scale
-        x[p + 2 * h] = (c2 + c6) * scale
-        x[p + 6 * h] = (c2 - c6) * scale
-        x[p + 3 * h] = (c3 + c7) * scale
-        x[p + 7 * h] = (c3 - c7) * scale
+        r0, r1, r2, r3, r4, r5, r6, r7 = _bf8(x[p], x[p + h], x[p + 2 * h], x[p + 3 * h],
+                                              x[p + 4 * h], x[p + 5 * h], x[p + 6 * h],
+                                              x[p + 7 * h])
+        x[p] = r0 * scale
+        x[p + h] = r1 * scale
+        x[p + 2 * h] = r2 * scale
+        x[p + 3 * h] = r3 * scale
+        x[p + 4 * h] = r4 * scale
+        x[p + 5 * h] = r5 * scale
+        x[p + 6 * h] = r6 * scale
+        x[p + 7 * h] = r7 * scale
 
 
 # Global-memory pass fusing 1, 2 or 3 levels.
