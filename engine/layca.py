@@ -62,7 +62,7 @@ from .network import Mask, Network, Params
 
 __all__ = [
     "LaycaState", "LaycaStepInfo", "layca", "layca_step", "rate_multipliers",
-    "per_tensor_multipliers", "kernel_mask", "kernel_layer_index", "identity_direction",
+    "per_tensor_multipliers", "kernel_mask", "kernel_layer_index",
     "layca_sgd", "layca_sgd_amom", "layca_adam", "layca_rmsprop", "layca_adagrad",
     "LAYCA_OPTIMIZERS", "layer_rotation", "rotation_angle", "rotation_monitor",
     "DEFAULT_RATES",
@@ -204,11 +204,6 @@ def kernel_layer_index(mask: Mask) -> list[dict[str, int]]:
 
 
 # ---- the transform -----------------------------------------------------------------------------
-def identity_direction() -> optim.GradientTransformation:
-    """d = g: the direction of plain SGD."""
-    return optim.GradientTransformation(lambda params: optim.EmptyState(), lambda g, s, p: (g, s))
-
-
 def layca(base: optim.GradientTransformation, lr: float | optim.Schedule, alpha: float = 0.0, *,
           mask: Mask, layer_index: list[dict[str, int]], others: str = "frozen",
           eps: float = 1e-7, fused: bool = False) -> optim.GradientTransformation:
@@ -216,7 +211,7 @@ def layca(base: optim.GradientTransformation, lr: float | optim.Schedule, alpha:
 
     Parameters
     ----------
-    base : a direction transform (``identity_direction()``, ``optim.scale_by_momentum()``,
+    base : a direction transform (``optim.identity()``, ``optim.scale_by_momentum()``,
         ``optim.scale_by_ema()`` for SGD_AMom, ``optim.scale_by_adam()``, ``scale_by_rms()``,
         ``scale_by_adagrad()``, or a ``chain`` ending in one), *without* a learning rate.
     lr : the global rate rho(t), a constant or an ``optim.Schedule`` of the update count.
@@ -374,7 +369,7 @@ def _fused_steps(kernel, ws, ss, rhos, norms, eps):
 # ---- ready-made rules (their Section 6.2 set) --------------------------------------------------
 def layca_sgd(lr=DEFAULT_RATES["sgd"], alpha: float = 0.0, *, mask, layer_index, **kwargs):
     """Layca around plain SGD (direction g), default rho = 3^-3."""
-    return layca(identity_direction(), lr, alpha, mask=mask, layer_index=layer_index, **kwargs)
+    return layca(optim.identity(), lr, alpha, mask=mask, layer_index=layer_index, **kwargs)
 
 
 def layca_sgd_amom(lr=DEFAULT_RATES["sgd_amom"], alpha: float = 0.0, *, mask, layer_index,

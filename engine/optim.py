@@ -53,7 +53,7 @@ from .backend import array_module
 from .tree import tree_map
 
 __all__ = [
-    "GradientTransformation", "chain", "apply_updates",
+    "GradientTransformation", "chain", "apply_updates", "identity",
     "add_weight_decay", "scale_by_momentum", "scale_by_ema", "scale_by_adam", "scale_by_rms",
     "scale_by_adagrad", "scale_by_learning_rate", "scale_per_tensor", "masked",
     "sgd", "momentum", "nesterov", "sgd_amom", "adam", "rmsprop", "adagrad", "OPTIMIZERS",
@@ -377,10 +377,14 @@ def _with_decay(direction: GradientTransformation, lr, weight_decay: float, mask
     return chain(*parts, direction, scale_by_learning_rate(lr))
 
 
+def identity() -> GradientTransformation:
+    """The direction of plain SGD: the gradient itself (d = g)."""
+    return GradientTransformation(lambda params: EmptyState(), lambda g, s, p: (g, s))
+
+
 def sgd(lr, weight_decay: float = 0.0, mask=None) -> GradientTransformation:
     """w <- w - lr g."""
-    identity = GradientTransformation(lambda p: EmptyState(), lambda g, s, p: (g, s))
-    return _with_decay(identity, lr, weight_decay, mask)
+    return _with_decay(identity(), lr, weight_decay, mask)
 
 
 def momentum(lr, beta: float = 0.9, weight_decay: float = 0.0, mask=None):

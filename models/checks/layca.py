@@ -50,7 +50,7 @@ def c1_norms() -> Outcome:
     convolution kernel with random steps of scale 1e-3 .. 1e3: the largest
     | ||w_t|| / ||w_0|| - 1 | over all steps and tensors."""
     worst = 0.0
-    for base in (L.identity_direction(), optim.scale_by_adam()):
+    for base in (optim.identity(), optim.scale_by_adam()):
         rng = np.random.default_rng(1)
         params = [{"W": rng.standard_normal((5, 7))}, {"W": rng.standard_normal((4, 3, 3, 3))}]
         mask = [{"W": True}, {"W": True}]
@@ -74,7 +74,7 @@ def c2_angle() -> Outcome:
     rho, alpha = 0.2, -0.6
     expected = np.arctan(rho * L.rate_multipliers(alpha, 3))
     worst = 0.0
-    for base in (L.identity_direction(), optim.scale_by_momentum(0.9)):
+    for base in (optim.identity(), optim.scale_by_momentum(0.9)):
         for scale in (1e-6, 1.0, 1e6):
             params = net.init(np.random.default_rng(2))
             mask = L.kernel_mask(net, params)

@@ -158,7 +158,7 @@ def mlp() -> Network:
 
 
 def _direction(method: str) -> optim.GradientTransformation:
-    return {"sgd": L.identity_direction, "sgd_amom": optim.scale_by_ema,
+    return {"sgd": optim.identity, "sgd_amom": optim.scale_by_ema,
             "adam": optim.scale_by_adam, "rmsprop": optim.scale_by_rms,
             "adagrad": optim.scale_by_adagrad}[method]()
 
