@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from numba import njit, prange
 
-from kernels import fwht
 from kernels.fwht_cpu import fwht_inplace
 from kernels.fwht_reference import fwht_reference
 from kernels.hadamard import dense_hadamard

@@ -4,7 +4,6 @@ markdown report and PNG figures, all written atomically, and a progress bar."""
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from collections.abc import Sequence
@@ -112,10 +111,6 @@ class Steps:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
-
-
-def finite_or_none(x: float):
-    return x if math.isfinite(x) else None
 
 
 def write_report(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from engine import Dense, Dropout, Network, ReLU, optim
 from engine.curvature import objective
 from engine.data import Dataset, digits, simulated_regression
-from engine.ridge import ridge, ridge_gradient
+from engine.ridge import ridge_gradient
 from engine.training import init_train_state, train
 from models import post_training_experiments as X
 from models.checks import post_training as M
