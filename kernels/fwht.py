@@ -15,15 +15,12 @@ import math
 
 import numpy as np
 
+from .device import is_cupy_array
 from .hadamard import log2_exact, next_power_of_two
 
 __all__ = ["fwht", "MAX_LOG2_N"]
 
 MAX_LOG2_N = 24
-
-
-def _is_cupy(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
 
 
 def _validate(x) -> int:
@@ -59,11 +56,11 @@ def fwht(x, *, normalized: bool = False, out=None):
     Returns the transformed array (``out`` if given). An empty batch returns an empty result.
     """
     n = _validate(x)
-    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or _is_cupy(out) != _is_cupy(x)):
+    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or is_cupy_array(out) != is_cupy_array(x)):
         raise ValueError(f"out: expected an array of shape {tuple(x.shape)} and dtype {x.dtype} on "
                          f"x's device, got shape {tuple(out.shape)} and dtype {out.dtype}")
     scale = 1 / math.sqrt(n) if normalized else None
-    if _is_cupy(x):
+    if is_cupy_array(x):
         from . import fwht_cuda  # imported only when a CuPy array arrives
 
         return fwht_cuda.fwht(x, scale=scale, out=out)

@@ -26,13 +26,12 @@ imported only inside ``fwht``. Without a usable GPU (and without the CUDA simula
 
 from __future__ import annotations
 
-import functools
-
 import numba
 import numpy as np
 from numba import cuda
 
 from . import butterfly, config
+from .device import cupy_stream, require_cuda
 
 _bf8 = cuda.jit(device=True)(butterfly.bf8)
 _bf4 = cuda.jit(device=True)(butterfly.bf4)
@@ -138,18 +137,6 @@ def _global_radix8(x, h, scale):
 _GLOBAL_PASSES = {1: _global_radix2, 2: _global_radix4, 3: _global_radix8}
 
 
-@functools.cache
-def _require_device() -> None:
-    """Raise a RuntimeError unless a CUDA GPU (or the simulator) can run the kernels.
-    Cached once it succeeds."""
-    if not cuda.is_available():
-        raise RuntimeError(
-            "no CUDA device: kernels.fwht_cuda needs an NVIDIA GPU with a working driver and "
-            "CUDA toolkit (numba.cuda.is_available() is False; numba.cuda.detect() says why). "
-            "Transform NumPy arrays to use the CPU kernel, or set NUMBA_ENABLE_CUDASIM=1 "
-            "before importing numba to run on the (slow) CUDA simulator.")
-
-
 def _device_view(arr2d, sync: bool):
     """A zero-copy Numba view of ``arr2d`` for launching kernels on."""
     if hasattr(arr2d, "__cuda_array_interface__"):  # CuPy, Numba, PyTorch, ... arrays
@@ -189,7 +176,7 @@ def fwht_device(arr2d, scale: float | None = None, *, stream=None) -> None:
     The launches are asynchronous; grid and block sizes come from ``kernels.config``
     (``CUDA_THREADS_PER_BLOCK``, ``CUDA_SHARED_MAX``), read at each call.
     """
-    _require_device()
+    require_cuda("kernels.fwht_cuda")
     x = _device_view(arr2d, sync=stream is None)
     if x.ndim != 2:
         raise ValueError(f"arr2d: expected a 2-D (rows, n) array, got {x.ndim} axes")
@@ -248,7 +235,7 @@ def fwht(x, scale: float | None = None, out=None):
     n = x.shape[-1]
     if x.size == 0:
         return cupy.empty_like(x) if out is None else out
-    stream = _numba_stream(cupy)
+    stream = cupy_stream()
     if out is not None and out.flags.c_contiguous:
         if out is not x:  # copy x over first, through a temporary if they overlap
             cupy.copyto(out, x.copy() if cupy.may_share_memory(out, x) else x)
@@ -260,9 +247,3 @@ def fwht(x, scale: float | None = None, out=None):
         return work
     cupy.copyto(out, work)
     return out
-
-
-def _numba_stream(cupy):
-    """CuPy's current stream as a Numba stream, so the kernels run in order with CuPy's work."""
-    ptr = cupy.cuda.get_current_stream().ptr
-    return cuda.external_stream(ptr) if ptr else cuda.legacy_default_stream()

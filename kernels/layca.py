@@ -1,7 +1,7 @@
 """``layca_update``: the Layca step of one kernel tensor, or of a list of them, fused into two
 passes over memory, on NumPy (Numba) or device (Numba-CUDA) arrays.
 
-Layca (Carbonnelle & De Vleeschouwer, "Layer rotation", Algorithm 1; CLAIMS.md section C),
+Layca (Carbonnelle & De Vleeschouwer, "Layer rotation", Algorithm 1; docs/claims.md section C),
 for a kernel w (flattened, any shape), the base optimizer's step s (its update direction
 before the learning rate), the layer's rate rho and target norm r0 = ||w_0||:
 
@@ -51,6 +51,7 @@ import numpy as np
 from numba import njit
 
 from . import config
+from .device import is_device_array, is_numba_device_array
 
 __all__ = ["LaycaInfo", "layca_update", "layca_update_many"]
 
@@ -107,17 +108,11 @@ def _names(many: bool, t: int) -> tuple[str, str, str, str]:
     return "w", "s", "rho", "target_norm"
 
 
-def _is_device_array(x) -> bool:
-    """A CuPy array or a Numba device array (real, or the CUDA simulator's)."""
-    module = type(x).__module__
-    return module.split(".")[0] == "cupy" or module.startswith("numba.cuda")
-
-
 def _kind(x) -> str | None:
     """'numpy', 'device' (CuPy or Numba device array) or None for anything else."""
     if isinstance(x, np.ndarray):
         return "numpy"
-    return "device" if _is_device_array(x) else None
+    return "device" if is_device_array(x) else None
 
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -145,22 +140,23 @@ def _check_pair(w, s, kind: str, many: bool, t: int) -> None:
         raise ValueError(f"{sname}: expected shape {tuple(w.shape)} ({wname}'s shape), got {tuple(s.shape)}")
     if kind == "numpy" and not w.flags.writeable:
         raise ValueError(f"{wname}: the array is read-only (it is updated in place)")
-    if kind == "device" and type(w).__module__.startswith("numba.cuda"):
+    if kind == "device" and is_numba_device_array(w):
         for name, x in ((wname, w), (sname, s)):
             if not x.is_c_contiguous():
                 raise ValueError(f"{name}: expected a C-contiguous Numba device array (CuPy "
                                  f"arrays may have any layout)")
 
 
-def _check_numbers(values, *, positive: bool, many: bool, which: int) -> np.ndarray:
+def check_numbers(values, *, positive: bool, name: str, many: bool = False) -> np.ndarray:
     """(T,) float64 of ``values``, or a ValueError naming the first one that is not finite
-    and >= 0 (> 0 if ``positive``). which: 2 for rho(s), 3 for target_norm(s)."""
+    and >= 0 (> 0 if ``positive``): ``name[t]`` when ``many``, else ``name``."""
     out = []
     for t, x in enumerate(values):
         v = _as_float(x)
         if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
-            raise ValueError(f"{_names(many, t)[which]}: expected a finite number "
-                             f"{'> 0' if positive else '>= 0'}, got {x!r}")
+            label = f"{name}[{t}]" if many else name
+            raise ValueError(f"{label}: expected a finite number {'> 0' if positive else '>= 0'}, "
+                             f"got {x!r}")
         out.append(v)
     return np.array(out)
 
@@ -174,16 +170,15 @@ def _as_float(x) -> float:
 
 def _update(ws: list, ss: list, rhos, target_norms, eps, *, many: bool) -> list[LaycaInfo]:
     """Validate everything, then run the fused passes on the right backend."""
-    eps_value = _as_float(eps)
-    if not (math.isfinite(eps_value) and eps_value >= 0):
-        raise ValueError(f"eps: expected a finite number >= 0, got {eps!r}")
+    eps_value = float(check_numbers([eps], positive=False, name="eps")[0])
     if not ws:
         return []
     kind = _kind(ws[0]) or "numpy"  # anything else fails the checks of the first pair
     for t in range(len(ws)):
         _check_pair(ws[t], ss[t], kind, many, t)
-    rho = _check_numbers(rhos, positive=False, many=many, which=2)
-    r0 = _check_numbers(target_norms, positive=True, many=many, which=3)
+    rho = check_numbers(rhos, positive=False, name="rhos" if many else "rho", many=many)
+    r0 = check_numbers(target_norms, positive=True, name="target_norms" if many else "target_norm",
+                       many=many)
     if kind == "device":
         from . import layca_cuda as backend  # imported only when a device array arrives
     else:

@@ -29,7 +29,6 @@ the CUDA simulator, ``NUMBA_ENABLE_CUDASIM=1``) ``Batch`` raises a RuntimeError 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numba
@@ -37,6 +36,7 @@ import numpy as np
 from numba import cuda
 
 from . import config
+from .device import cupy_stream, is_cupy_array, require_cuda
 
 # Dynamic shared memory a block may use without opting in to more (all GPUs since sm_20).
 _SHARED_BYTES_LIMIT = 48 * 1024
@@ -156,18 +156,6 @@ def _reduce_final(partials, first, count, out):
             out[tensor, q] = buf[q * nt]
 
 
-@functools.cache
-def _require_device() -> None:
-    """Raise a RuntimeError unless a CUDA GPU (or the simulator) can run the kernels.
-    Cached once it succeeds."""
-    if not cuda.is_available():
-        raise RuntimeError(
-            "no CUDA device: kernels.layca_cuda needs an NVIDIA GPU with a working driver and "
-            "CUDA toolkit (numba.cuda.is_available() is False; numba.cuda.detect() says why). "
-            "Pass NumPy arrays to use the CPU kernels, or set NUMBA_ENABLE_CUDASIM=1 before "
-            "importing numba to run on the (slow) CUDA simulator.")
-
-
 def _check_tunables(threads: int, max_blocks: int) -> None:
     if threads < 1 or threads & (threads - 1) or max_blocks < 1:
         raise ValueError(f"kernels.config: LAYCA_CUDA_THREADS must be a power of two and "
@@ -175,10 +163,6 @@ def _check_tunables(threads: int, max_blocks: int) -> None:
     if 4 * threads * 8 > _SHARED_BYTES_LIMIT:
         raise ValueError(f"kernels.config: LAYCA_CUDA_THREADS = {threads} needs {4 * threads * 8} "
                          f"bytes of shared memory per block, over {_SHARED_BYTES_LIMIT}")
-
-
-def _is_cupy(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
 
 
 class Batch:
@@ -194,7 +178,7 @@ class Batch:
     """
 
     def __init__(self, ws: list, ss: list):
-        _require_device()
+        require_cuda("kernels.layca_cuda")
         threads = config.LAYCA_CUDA_THREADS
         max_blocks = config.LAYCA_CUDA_MAX_BLOCKS
         _check_tunables(threads, max_blocks)
@@ -202,12 +186,11 @@ class Batch:
         self._threads = threads
         self._write_back = []  # (original CuPy w, its contiguous copy)
         self._cupy = None
-        if _is_cupy(ws[0]):
+        if is_cupy_array(ws[0]):
             import cupy  # only when CuPy arrays arrive
 
             self._cupy = cupy
-            ptr = cupy.cuda.get_current_stream().ptr
-            self._stream = cuda.external_stream(ptr) if ptr else cuda.legacy_default_stream()
+            self._stream = cupy_stream()
             ws, ss = self._flat_cupy(ws, ss)
         else:
             self._stream = 0  # the default stream: Numba device arrays carry no stream

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import config, fwht_cuda
+from kernels import config, device
 from kernels.fwht_cuda import fwht_device
 from kernels.fwht_reference import fwht_reference
+
+from .cuda_env import skip_without_gpu
 
 NS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -118,24 +119,12 @@ def test_rejects_bad_tunables(monkeypatch):
 
 def test_without_a_device_the_error_says_so(monkeypatch):
     monkeypatch.setattr(cuda, "is_available", lambda: False)
-    fwht_cuda._require_device.cache_clear()  # forget an earlier successful check
+    device.require_cuda.cache_clear()  # forget an earlier successful check
     with pytest.raises(RuntimeError, match="no CUDA device"):
         fwht_device(np.ones((1, 8)))
 
 
 # ---- on a real GPU, through the public kernels.fwht with CuPy arrays ----
-
-def _real_gpu() -> bool:
-    if numba.config.ENABLE_CUDASIM:
-        return False
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, or no driver / device
-        return False
-
-
-skip_without_gpu = pytest.mark.skipif(not _real_gpu(), reason="needs a CUDA GPU and CuPy")
 
 
 @pytest.mark.gpu

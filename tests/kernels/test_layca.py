@@ -1,6 +1,7 @@
-"""kernels.layca on the CPU: the fused two-pass Layca update against the unfused NumPy
-reference, the many-tensor call, claims C1 (norm kept), C2 (angle arctan(rho)), C4
-(degenerate steps), the cancellation fallback, layouts and errors."""
+"""kernels.layca on the CPU: the unfused reference (kernels.layca_reference) against a direct
+transcription of Algorithm 1, and the fused two-pass Layca update against the reference:
+the many-tensor call, norm kept, angle arctan(rho), degenerate steps, the cancellation
+fallback, layouts and errors."""
 
 from __future__ import annotations
 
@@ -324,3 +325,68 @@ def test_bad_chunk_tunable(monkeypatch):
     monkeypatch.setattr(config, "LAYCA_CHUNK", 0)
     with pytest.raises(ValueError, match="LAYCA_CHUNK must be >= 1, got 0"):
         layca_update(np.ones(3), np.arange(3.0), 0.1, 1.0)
+
+
+# ---- the unfused reference ---------------------------------------------------------------------
+def test_reference_nonfinite_entries_count_as_zero():
+    rng = np.random.default_rng(6)
+    w, s = rng.standard_normal((6, 6)), rng.standard_normal((6, 6))
+    dirty = s.copy()
+    dirty[0, :3] = [np.nan, np.inf, -np.inf]
+    clean = s.copy()
+    clean[0, :3] = 0.0
+    got, info = layca_reference(w, dirty, 0.1, 2.0)
+    want, _ = layca_reference(w, clean, 0.1, 2.0)
+    np.testing.assert_array_equal(got, want)
+    assert info.nonfinite == 3 and not info.zero_step
+    assert np.linalg.norm(got) == pytest.approx(2.0, rel=1e-15)
+
+
+def test_reference_extreme_finite_steps_do_not_overflow():
+    rng = np.random.default_rng(7)
+    w, s = rng.standard_normal(50), rng.standard_normal(50)
+    reference, _ = layca_reference(w, s, 0.1, 1.0)
+    # s.w and ||s||^2 would under/overflow without the rescaling (eps = 0: no zero-step test)
+    for scale in (1e-250, 1e250):
+        got, info = layca_reference(w, scale * s, 0.1, 1.0, eps=0.0)
+        assert not info.zero_step
+        np.testing.assert_allclose(got, reference, rtol=0, atol=1e-14)
+
+
+def test_reference_matches_a_direct_transcription_of_algorithm_1():
+    rng = np.random.default_rng(8)
+    w, s = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 4, 2))
+    v, u = w.ravel(), s.ravel()
+    u = u - (u @ v) / (v @ v) * v
+    u = u * np.linalg.norm(v) / np.linalg.norm(u)
+    new = v - 0.25 * u
+    new = new * 1.5 / np.linalg.norm(new)
+    got, _ = layca_reference(w, s, 0.25, 1.5)
+    assert got.shape == w.shape
+    np.testing.assert_allclose(got.ravel(), new, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda w, s: layca_reference(np.zeros(3), s[:3], 0.1, 1.0), ValueError, r"^w: w.w = 0.0"),
+    (lambda w, s: layca_reference(w, s, math.nan, 1.0), ValueError, r"^rho: expected a finite number >= 0, got nan"),
+    (lambda w, s: layca_reference(w, s, 0.1, -1.0), ValueError, r"^target_norm: expected a finite number > 0, got -1.0"),
+    (lambda w, s: layca_reference(w, s[:2], 0.1, 1.0), ValueError, r"^s: expected w's shape \(4,\), got \(2,\)"),
+    (lambda w, s: layca_reference(w, s.astype(np.float32), 0.1, 1.0), TypeError, r"^s: expected w's dtype float64"),
+    (lambda w, s: layca_reference(list(w), s, 0.1, 1.0), TypeError, r"^w: expected a NumPy or CuPy array, got list"),
+    (lambda w, s: layca_reference(w, s, 0.1, 1.0, eps=-1.0), ValueError, r"^eps: expected a finite number >= 0"),
+])
+def test_reference_bad_arguments_name_the_argument(call, error, match):
+    rng = np.random.default_rng(9)
+    w, s = rng.standard_normal(4), rng.standard_normal(4)
+    with pytest.raises(error, match=match):
+        call(w, s)
+
+
+def test_reference_zero_step_rescales_to_the_target_norm_like_the_kernel():
+    w = np.array([3.0, 4.0])
+    got, info = layca_reference(w, np.zeros(2), 0.5, 10.0)
+    assert info.zero_step and info.nonfinite == 0
+    np.testing.assert_allclose(got, [6.0, 8.0], rtol=1e-15)
+    kernel = w.copy()
+    assert layca_update(kernel, np.zeros(2), 0.5, 10.0).zero_step
+    np.testing.assert_allclose(kernel, got, rtol=1e-15)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import config, layca_cuda
+from kernels import config, device
 from kernels.layca import LaycaInfo, layca_update, layca_update_many
 from kernels.layca_reference import layca_reference
+
+from .cuda_env import skip_without_gpu
 
 TOL = {np.float64: 1e-12, np.float32: 1e-6}
 
@@ -161,27 +162,15 @@ def test_rejects_bad_tunables(monkeypatch, threads, max_blocks, match):
 
 def test_without_a_device_the_error_says_so(monkeypatch):
     monkeypatch.setattr(cuda, "is_available", lambda: False)
-    layca_cuda._require_device.cache_clear()  # forget an earlier successful check
+    device.require_cuda.cache_clear()  # forget an earlier successful check
     try:
         with pytest.raises(RuntimeError, match="no CUDA device"):
             layca_update(cuda.to_device(np.ones(3)), cuda.to_device(np.arange(3.0)), 0.1, 1.0)
     finally:
-        layca_cuda._require_device.cache_clear()
+        device.require_cuda.cache_clear()
 
 
 # ---- on a real GPU, with CuPy arrays ----
-
-def _real_gpu() -> bool:
-    if numba.config.ENABLE_CUDASIM:
-        return False
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, or no driver / device
-        return False
-
-
-skip_without_gpu = pytest.mark.skipif(not _real_gpu(), reason="needs a CUDA GPU and CuPy")
 
 
 @pytest.mark.gpu
