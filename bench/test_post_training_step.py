@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from engine import Dense, Network, ReLU, optim, softmax_cross_entropy
-from engine.data import Dataset, digits
-from models import post_training_experiments as X
-from models.post_training import features
+from engine.training import Dataset
+from engine.training.data import digits
+from models.papers.post_training import protocol
+from models.papers.post_training.method import features
 
 from .conftest import REPORT, interleaved_times
 
@@ -26,7 +27,7 @@ def big_mlp_data():
 
 
 CASES = {
-    "digits CNN": (X.digits_cnn, lambda: digits(images=True, seed=0)),
+    "digits CNN": (protocol.digits_cnn, lambda: digits(images=True, seed=0)),
     "MLP 784-1024-1024-10": (lambda: Network([Dense(784, 1024), ReLU(), Dense(1024, 1024), ReLU(),
                                               Dense(1024, 10)]), big_mlp_data),
 }

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from engine.ridge import ridge, ridge_gradient
+from engine.solvers.ridge import ridge, ridge_gradient
 
 from .conftest import REPORT, interleaved_times
 

@@ -1,19 +1,34 @@
-"""lastlayer's engine: hand-written layers, losses, networks and gradient checks.
+"""lastlayer's engine: reusable mechanisms with hand-written derivatives, grouped by concern.
 
-No autodiff: every layer has an explicit forward and backward pass (see
-``engine.layers.base`` for the protocol). Arrays are NumPy or CuPy; the engine takes its
-array module from its inputs (``engine.backend``) and contains no device-specific code.
+* ``layers``: layers with explicit forward and backward passes (protocol in
+  ``engine.layers.base``), the fixed Hadamard / orthogonal heads, weight initialisers;
+* ``losses``: losses returning (value, gradient); ``network``: a stack of layers that
+  splits into a feature extractor and a head;
+* ``optim``: optimizers as (init, update) pairs, schedules, tree algebra, Layca;
+* ``solvers``: exact last-layer solvers (ridge, softmax regression) and their curvature;
+* ``training``: the training loop, embedded datasets, checkpoints, atomic files;
+* ``gradcheck``: central-difference checks and the cases that check every layer;
+* ``streams``: named, counter-based random streams; ``backend``: NumPy or CuPy.
+
+No autodiff: every layer has an explicit forward and backward pass. Arrays are NumPy or
+CuPy; the engine takes its array module from its inputs (``engine.backend``) and contains
+no device-specific code. Imports point down: ``engine`` imports ``kernels``, never
+``models``.
 """
 
-from . import backend, gradcheck, initializers, losses
-from .initializers import Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, TruncatedNormal
+from . import backend, gradcheck, layers, losses, optim, solvers, streams, training
 from .layers import (
     BatchNorm,
+    Constant,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlorotNormal,
+    GlorotUniform,
     HadamardHead,
+    HeNormal,
+    HeUniform,
     L2Normalize,
     Layer,
     MaxPool2D,
@@ -21,15 +36,22 @@ from .layers import (
     ReLU,
     Sigmoid,
     Tanh,
+    TruncatedNormal,
+    initializers,
 )
 from .losses import softmax_cross_entropy, squared_error
 from .network import Network
+from .solvers import fit_softmax_regression, kernel_ridge, ridge, ridge_path, rkhs_norm
+from .streams import stream
 
 __all__ = [
-    "backend", "gradcheck", "initializers", "losses",
+    "backend", "gradcheck", "initializers", "layers", "losses", "optim", "solvers", "streams",
+    "training",
     "Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Conv2D", "MaxPool2D", "Flatten",
     "BatchNorm", "Dropout", "L2Normalize", "HadamardHead", "OrthogonalHead",
     "Network",
     "softmax_cross_entropy", "squared_error",
     "HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "TruncatedNormal", "Constant",
+    "ridge", "ridge_path", "kernel_ridge", "rkhs_norm", "fit_softmax_regression",
+    "stream",
 ]

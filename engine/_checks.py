@@ -60,3 +60,53 @@ def pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
         return (positive_int(value[0], name, minimum), positive_int(value[1], name, minimum))
     v = positive_int(value, name, minimum)
     return (v, v)
+
+
+def check_mask(mask: Any, tree: Any, *, name: str = "mask", tree_name: str = "params",
+               exact: bool = True, layer_names: list[str] | None = None) -> None:
+    """Check that ``mask`` (a tree of bools, ints or floats: a trainable mask, Layca's
+    layer index, per-tensor multipliers) has the structure of ``tree`` (parameters or
+    gradients: a list of per-layer dicts, or any nest of dicts and lists).
+
+    exact=True: every dict of the mask names exactly the keys of ``tree``'s dict there (a
+    mask of the parameters). exact=False: it names at least those keys (gradients may leave
+    frozen tensors out). Raises ValueError naming ``name``, the position (``[1]`` is layer
+    1 of a network, or ``layer_names[1]`` when given) and both key sets.
+    """
+
+    def walk(m: Any, t: Any, where: str) -> None:
+        at = f" at {where}" if where else ""
+        if isinstance(t, dict):
+            if not isinstance(m, dict):
+                raise ValueError(f"{name}: expected a dict{at} (like {tree_name}), got "
+                                 f"{type(m).__name__}")
+            missing = set(t) - set(m)
+            extra = set(m) - set(t) if exact else set()
+            if missing or extra:
+                raise ValueError(f"{name}{at} names {sorted(m, key=str)}, but {tree_name} there "
+                                 f"hold {sorted(t, key=str)}")
+            for key in t:
+                walk(m[key], t[key], f"{where}[{key!r}]")
+        elif isinstance(t, (list, tuple)):
+            if not isinstance(m, (list, tuple)) or len(m) != len(t):
+                got = f"{type(m).__name__} of length {len(m)}" if isinstance(m, (list, tuple)) \
+                    else type(m).__name__
+                raise ValueError(f"{name}: expected a list of {len(t)} entries{at} (like "
+                                 f"{tree_name}; one per layer for a network), got {got}")
+            for i, (mm, tt) in enumerate(zip(m, t)):
+                top = not where and layer_names is not None
+                walk(mm, tt, layer_names[i] if top else f"{where}[{i}]")
+
+    walk(mask, tree, "")
+
+
+def positive_number(value: Any, name: str) -> None:
+    """Raise ValueError unless ``value`` > 0 (NaN fails)."""
+    if not value > 0:
+        raise ValueError(f"{name}: expected > 0, got {value}")
+
+
+def decay_rate(value: Any, name: str) -> None:
+    """Raise ValueError unless 0 <= ``value`` < 1 (an EMA's decay; NaN fails)."""
+    if not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a decay rate in [0, 1), got {value}")

@@ -8,7 +8,8 @@ array namespace of its inputs and allocates its outputs there::
 
 CuPy is imported lazily: if it has not been imported by someone else, no array can be a
 CuPy array, so ``array_module`` returns NumPy without touching CuPy at all. This keeps
-``import engine`` fast and free of GPU dependencies.
+``import engine`` fast and free of GPU dependencies. What counts as a CuPy array is decided
+in one place for the engine and the kernels: ``kernels.device.is_cupy_array``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from kernels.device import is_cupy_array
+
 __all__ = ["array_module", "is_cupy_array", "to_numpy", "to_device"]
-
-
-def is_cupy_array(x: Any) -> bool:
-    """True if ``x`` is a ``cupy.ndarray`` (without importing CuPy)."""
-    cupy = sys.modules.get("cupy")
-    return cupy is not None and isinstance(x, cupy.ndarray)
 
 
 def array_module(*arrays: Any) -> ModuleType:

@@ -1,6 +1,6 @@
 """Losses, each returning ``(loss, d loss / d prediction)`` in one fused pass.
 
-Convention (CLAIMS.md, objective J): a loss is the **mean over the N samples** of a
+Convention (docs/claims.md, objective J): a loss is the **mean over the N samples** of a
 per-sample loss, so that ``J(W) = loss + lambda ||W||_F^2`` matches the papers' eq. 4.
 
 Targets come in two forms, told apart by shape:
@@ -111,7 +111,7 @@ def squared_error(pred, targets):
 
         loss = (1/N) sum_i ||pred_i - y_i||^2,         dloss/dpred = 2 (pred - y) / N
 
-    This is the data term of CLAIMS.md's J (no factor 1/2, mean over samples only, sum
+    This is the data term of docs/claims.md's J (no factor 1/2, mean over samples only, sum
     over outputs); for one output it is the usual mean squared error.
 
     Parameters

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_mask
 from .layers.base import Layer
 
 Params = list[dict[str, Any]]
@@ -166,10 +167,8 @@ class Network:
 
     def _check_mask(self, params: Params, mask: Mask) -> None:
         self._check_lists(mask, "mask")
-        for i, (p, m) in enumerate(zip(params, mask)):
-            if set(p) != set(m):
-                raise ValueError(f"mask: layer {i} ({self.layers[i]}) has parameters "
-                                 f"{sorted(p)}, the mask names {sorted(m)}")
+        check_mask(mask, params,
+                   layer_names=[f"layer {i} ({layer})" for i, layer in enumerate(self.layers)])
 
     def _lowest_trainable(self, params: Params, mask: Mask | None) -> int:
         """Index of the lowest layer with a trainable tensor (0 if none has any)."""

@@ -21,15 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from engine.checkpoint import CheckpointError
-from engine.data import DATASETS
-from engine.io import atomic_write_text
 from engine.optim import OPTIMIZERS
-from engine.training import NonFiniteLossError
+from engine.training import DATASETS, CheckpointError, NonFiniteLossError
+from engine.training.io import atomic_write_text
 
 from . import train_run
-from .checks import all_checks
 from .ledger import DIFFERS, FAIL, PASS, format_value, run_check, select, write_json
+from .papers import PAPERS, all_checks, paper
 
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", DIFFERS: "yellow"}
 
@@ -151,14 +149,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import EXPERIMENTS
-
     if args.seeds is not None and args.seeds < 1:
         print(f"lastlayer reproduce: --seeds: expected >= 1, got {args.seeds}", file=sys.stderr)
         return 2
     out = Path(args.out or f"runs/{args.experiment}")
     console = _console()
-    folder = EXPERIMENTS[args.experiment](out, quick=args.quick, seeds=args.seeds, quiet=args.quiet)
+    folder = paper(args.experiment).reproduce(out, quick=args.quick, seeds=args.seeds,
+                                              quiet=args.quiet)
     console.print(f"{args.experiment}: results.h5, report.md and figures written to {folder}/",
                   highlight=False)
     return 0
@@ -232,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="reproduce a paper's experiments on embedded data",
         description="Run a paper's experiments at the scale of embedded data and write an HDF5 "
                     "results file, a markdown report and PNG figures to --out.")
-    r.add_argument("experiment", choices=["post-training", "fixed-classifier", "layca"],
-                   help="which paper")
+    r.add_argument("experiment", choices=[p.name for p in PAPERS],
+                   help="which paper: " + "; ".join(f"{p.name} ({p.authors}, {p.title})"
+                                                    for p in PAPERS))
     r.add_argument("--quick", action="store_true", help="fewer seeds and points (a smoke run)")
     r.add_argument("--seeds", type=int, help="number of seeds (default 5; 2 with --quick)")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")

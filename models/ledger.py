@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from engine.io import atomic_write_text
+from engine.training.io import atomic_write_text
 
 PASS = "PASS"
 FAIL = "FAIL"

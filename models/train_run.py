@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import Dense, Dropout, Flatten, Network, ReLU, Sigmoid, Tanh
-from engine import optim
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import DATASETS, Dataset, batches_per_epoch, load
-from engine.training import TrainState, evaluate, init_train_state, train
+from engine import Dense, Dropout, Flatten, Network, ReLU, Sigmoid, Tanh, optim
+from engine.training import (
+    DATASETS, Dataset, TrainState, evaluate, init_train_state, load, load_checkpoint,
+    save_checkpoint, train,
+)
+from engine.training.data import batches_per_epoch
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "sgd_amom": 0.1, "adam": 1e-3,

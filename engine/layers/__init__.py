@@ -1,15 +1,21 @@
-"""Layers with hand-written forward and backward passes (protocol in ``base``)."""
+"""Layers with hand-written forward and backward passes (protocol in ``base``), and the
+weight initialisers they draw their parameters with (``initializers``)."""
 
+from . import initializers
 from .activations import ReLU, Sigmoid, Tanh
 from .base import Layer
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense
 from .dropout import Dropout
 from .fixed_heads import HadamardHead, OrthogonalHead
+from .initializers import (
+    Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Initializer, TruncatedNormal,
+)
 from .normalization import BatchNorm, L2Normalize
 from .reshape import Flatten
 
 __all__ = [
+    "initializers",
     "Layer",
     "Dense",
     "ReLU",
@@ -23,4 +29,11 @@ __all__ = [
     "L2Normalize",
     "HadamardHead",
     "OrthogonalHead",
+    "Initializer",
+    "HeNormal",
+    "HeUniform",
+    "GlorotNormal",
+    "GlorotUniform",
+    "TruncatedNormal",
+    "Constant",
 ]

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._checks import float_array, float_dtype
-from ..initializers import fans
+from .initializers import fans
 
 Params = dict[str, Any]
 State = dict[str, Any]

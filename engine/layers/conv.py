@@ -20,7 +20,7 @@ import numpy as np
 
 from .._checks import pair, positive_int
 from ..backend import array_module
-from ..initializers import Constant, HeNormal, Initializer
+from .initializers import Constant, HeNormal, Initializer
 from .base import Layer, init_kernel_and_bias
 
 

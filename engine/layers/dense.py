@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import positive_int
-from ..initializers import Constant, HeNormal, Initializer
+from .initializers import Constant, HeNormal, Initializer
 from .base import Layer, init_kernel_and_bias
 
 

@@ -18,7 +18,7 @@ projection matrix": v_i = exp(alpha q_i . x_hat + b_i) / sum_j exp(alpha q_j . x
   "simple random sampling and singular-value decomposition"; here a QR, which gives the
   same distribution). Q is not trainable and lives in the layer's explicit state.
 
-Defaults follow their code (DESIGN.md): Hadamard alpha_0 = 1/sqrt(C), b ~ U(+-1/sqrt(C));
+Defaults follow their code (docs/design.md): Hadamard alpha_0 = 1/sqrt(C), b ~ U(+-1/sqrt(C));
 orthogonal alpha_0 = 10, b = 0; eps = 1e-8. Parameters: ``alpha`` (1,) if ``learn_alpha``
 (otherwise alpha is the fixed hyper-parameter ``alpha_init``) and ``b`` (C,): C + 1
 trainable numbers instead of the C N + C of a Dense head.

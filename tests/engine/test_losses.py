@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from engine.losses import log_softmax, one_hot, softmax, softmax_cross_entropy, squared_error
-from models.checks.gradients import LAYER_TOL, LOSS_CASES
+from engine.gradcheck.cases import LAYER_TOL, LOSS_CASES
 from tests import naive
 
 

@@ -17,7 +17,7 @@ from engine import (
     Tanh,
     softmax_cross_entropy,
 )
-from models.checks.gradients import NETWORK_TOL, network_case
+from engine.gradcheck.cases import NETWORK_TOL, network_case
 
 
 def mlp():
@@ -111,8 +111,8 @@ def test_mask_errors():
     mask = net.trainable_mask(params)
     mask[0] = {"W": True}
     _, caches = net.forward(params, np.zeros((1, 6)))
-    with pytest.raises(ValueError, match=r"mask: layer 0 .* has parameters \['W', 'b'\], the mask "
-                                         r"names \['W'\]"):
+    with pytest.raises(ValueError, match=r"mask at layer 0 \(Dense\(6 -> 5\)\) names \['W'\], "
+                                         r"but params there hold \['W', 'b'\]"):
         net.backward(params, caches, np.zeros((1, 3)), mask=mask)
 
 

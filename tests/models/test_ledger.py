@@ -1,34 +1,76 @@
-"""The ledger: every G- row passes, and the machinery reports failures honestly."""
+"""The ledger's machinery, the registry of papers, and the engine's gradient rows (G-*).
+
+Each paper's rows run once, in its own test module (tests/models/papers/test_<paper>.py);
+the G rows wrap the cases of engine.gradcheck.cases, which tests/engine runs case by case,
+so here one cheap G row checks the wrapping and the rest only their registration."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from models.checks import all_checks
+from engine.gradcheck import cases
+from models import gradients
 from models.ledger import (
     DIFFERS, FAIL, PASS, Check, Outcome, Row, at_most, run_check, select, write_json,
 )
+from models.papers import PAPERS, Paper, all_checks, paper
 
-CHECKS = all_checks()
-# rows where the paper's own equation is wrong and the ledger must say so
-DIFFERS_FROM_PAPER = {"M2-eq8", "H4-truncated", "H7-train", "C7-without"}
-
-
-@pytest.mark.parametrize("check", CHECKS, ids=[c.id for c in CHECKS])
-def test_ledger_row_passes(check):
-    row = run_check(check)
-    assert row.status == (DIFFERS if check.id in DIFFERS_FROM_PAPER else PASS), row
+TESTS = Path(__file__).resolve().parent
 
 
 def test_ids_are_unique_and_every_layer_and_loss_has_a_row():
-    ids = [c.id for c in CHECKS]
+    ids = [c.id for c in all_checks()]
     assert len(ids) == len(set(ids))
     for name in ("Dense", "ReLU", "Tanh", "Sigmoid", "Conv2D", "MaxPool2D", "Flatten",
                  "BatchNorm", "Dropout", "L2Normalize", "SoftmaxCE", "SquaredError", "Network"):
         assert f"G-{name}" in ids
+
+
+def test_the_g_rows_wrap_the_engine_cases_one_row_per_group():
+    rows = gradients.checks()
+    assert [r.id for r in rows] == list(cases.case_groups()) + ["G-Network"]
+    flatten = run_check(next(r for r in rows if r.id == "G-Flatten"))
+    assert flatten.status == PASS and 0 <= flatten.measured <= cases.LAYER_TOL
+    assert "(3, 2, 4, 5)" in flatten.description  # the case names are listed
+
+
+def test_the_ledger_is_the_g_rows_then_every_paper_in_registry_order():
+    ids = [c.id for c in all_checks()]
+    expected = [c.id for c in gradients.checks()]
+    for p in PAPERS:
+        expected += [c.id for c in p.checks()]
+    assert ids == expected
+
+
+def test_registry_entries_are_distinct_and_each_has_its_package_and_tests():
+    prefixes = [p.prefix for p in PAPERS]
+    assert len(set(prefixes)) == len(prefixes) and "G" not in prefixes
+    assert len({p.name for p in PAPERS}) == len(PAPERS)
+    for p in PAPERS:
+        for module in ("method", "protocol", "claims", "reproduce"):
+            importlib.import_module(f"{p.package}.{module}")
+        assert callable(importlib.import_module(f"{p.package}.reproduce").run)
+        test_module = TESTS / "papers" / f"test_{p.name.replace('-', '_')}.py"
+        assert test_module.exists(), f"{p.name}: no {test_module.relative_to(TESTS.parent)}"
+
+
+def test_a_paper_whose_rows_leave_its_prefix_is_refused(monkeypatch):
+    stray = Paper("C", "layca", "t", "a")
+    module = importlib.import_module(f"{stray.package}.claims")
+    monkeypatch.setattr(module, "checks", lambda: [Check("M9", "not Layca's", lambda: None)])
+    with pytest.raises(ValueError, match=r"IDs \['M9'\] do not start with the paper's prefix 'C'"):
+        stray.checks()
+
+
+def test_paper_lookup_names_the_choices():
+    assert paper("layca").prefix == "C"
+    with pytest.raises(ValueError, match="paper: expected one of post-training, fixed-classifier"):
+        paper("resnet")
 
 
 def test_at_most_fails_on_nan_and_on_excess():
@@ -65,3 +107,4 @@ def test_rows_only_take_known_statuses():
     with pytest.raises(ValueError, match="status: expected one of"):
         Row("A", "a", 0, 0, 0, "OK")
     assert Outcome(1, 1, 0, PASS).status == PASS
+    assert DIFFERS == "DIFFERS-FROM-PAPER"

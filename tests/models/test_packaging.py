@@ -46,3 +46,12 @@ def test_package_metadata():
     assert any("cupy" in d for d in extras["gpu"]) and any("numba-cuda" in d for d in extras["gpu"])
     for dep in ("pytest", "pytest-benchmark", "hypothesis", "numba-cuda"):
         assert any(d.startswith(dep) for d in extras["dev"])
+
+
+def test_every_source_folder_is_a_package_that_an_install_includes():
+    """setuptools' package discovery skips a folder without __init__.py: `pip install .`
+    would then leave its modules out while an editable install still finds them."""
+    for top in ("engine", "kernels", "models"):
+        for folder in [ROOT / top, *(p for p in (ROOT / top).rglob("*") if p.is_dir())]:
+            if folder.name != "__pycache__" and any(folder.glob("*.py")):
+                assert (folder / "__init__.py").exists(), f"{folder.relative_to(ROOT)} has no __init__.py"

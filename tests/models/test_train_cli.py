@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import models.cli as cli
-from engine.checkpoint import load_checkpoint
+from engine.training.checkpoint import load_checkpoint
 
 DIGITS = ["train", "--data", "digits", "--hidden", "128,128", "--epochs", "30", "--seed", "0",
           "--quiet"]

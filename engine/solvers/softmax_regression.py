@@ -1,0 +1,179 @@
+"""The exact optimum of a softmax cross-entropy last layer (multinomial logistic regression).
+
+    J(W, b) = (1/N) sum_i CE(W Phi_i + b, y_i) + lam ||W||_F^2,      W: (C, d), b: (C,)
+
+For lam > 0, J is strongly convex in W (Hessian >= 2 lam I, claim M1), so the optimum W is
+unique (claim M7). The unpenalised bias has one flat direction: adding the same constant
+to every b_c leaves every softmax unchanged. The solvers fix that gauge with sum_c b_c = 0
+(starting from b = 0, every Newton step keeps it), which makes the whole optimum unique.
+
+Two solvers, which must agree:
+
+* ``method="newton"``: Newton's method with the exact Hessian (``engine.solvers.curvature``),
+  a Cholesky solve per step and a backtracking (Armijo) line search; quadratic
+  convergence to the rounding floor. Memory (C d + C)^2, so for moderate C d.
+* ``method="newton-cg"``: the same Newton steps, each solved by conjugate gradients on
+  exact Hessian-vector products (O(N C d) each, the Hessian never formed), to a relative
+  accuracy min(1/2, sqrt(||g||)) (superlinear convergence); for large C d.
+* ``method="lbfgs"``: scipy's L-BFGS-B on the same value and hand-written gradient.
+* ``method="auto"`` (default): "newton" up to ``NEWTON_DENSE_MAX`` parameters, else "newton-cg".
+
+Both return the KKT residual ||grad J||_2 at the returned point.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from .._checks import all_finite, float_array
+from .curvature import hessian, hvp, objective
+
+__all__ = ["SoftmaxSolution", "fit_softmax_regression"]
+
+NEWTON_MAX_PARAMS = 12_000  # (C d + C)^2 doubles: ~1.2 GB beyond this
+NEWTON_DENSE_MAX = 1_500  # "auto": beyond this, Hessian-vector products are far cheaper
+
+
+class SoftmaxSolution(NamedTuple):
+    W: np.ndarray  # (C, d)
+    b: np.ndarray | None  # (C,) with sum 0, or None without bias
+    kkt_residual: float  # ||grad J||_2 at (W, b)
+    iterations: int
+    method: str
+
+
+def _pack(W, b):
+    return np.concatenate([W.ravel(), b]) if b is not None else W.ravel().copy()
+
+
+def _unpack(theta, c, d, fit_bias):
+    W = theta[:c * d].reshape(c, d)
+    return W, (theta[c * d:] if fit_bias else None)
+
+
+def _residual(obj) -> float:
+    g = obj.grad_W.ravel() if obj.grad_b is None else np.concatenate([obj.grad_W.ravel(), obj.grad_b])
+    return float(np.linalg.norm(g))
+
+
+def fit_softmax_regression(Phi, labels, lam: float, *, fit_bias: bool = True,
+                           method: str = "auto", tol: float = 1e-12, max_iter: int | None = None,
+                           n_classes: int | None = None, W0=None, b0=None) -> SoftmaxSolution:
+    """Minimise J(W, b) to a KKT residual ||grad J|| <= ``tol`` (absolute).
+
+    Parameters
+    ----------
+    Phi : (N, d) float64 features; labels : (N,) integer labels in [0, C)
+    lam : > 0 (at lam = 0 separable data has no finite optimum)
+    n_classes : C (default: labels.max() + 1)
+    W0, b0 : starting point (default zeros); b0 is shifted to sum 0
+    """
+    float_array(Phi, "Phi")
+    if Phi.ndim != 2:
+        raise ValueError(f"Phi: expected shape (N, d), got {tuple(Phi.shape)}")
+    all_finite(Phi, "Phi")
+    if labels.ndim != 1 or labels.shape[0] != Phi.shape[0] or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels: expected integer labels of shape ({Phi.shape[0]},), got "
+                         f"{labels.dtype} {tuple(labels.shape)}")
+    if not lam > 0:
+        raise ValueError(f"lam: expected > 0 (the optimum may not exist at lam = 0), got {lam}")
+    if method not in ("auto", "newton", "newton-cg", "lbfgs"):
+        raise ValueError(f"method: expected 'auto', 'newton', 'newton-cg' or 'lbfgs', got {method!r}")
+    c = int(n_classes if n_classes is not None else labels.max() + 1)
+    d = Phi.shape[1]
+    W = np.zeros((c, d), Phi.dtype) if W0 is None else np.array(W0, dtype=Phi.dtype)
+    b = None
+    if fit_bias:
+        b = np.zeros(c, Phi.dtype) if b0 is None else np.array(b0, dtype=Phi.dtype)
+        b -= b.mean()  # the gauge sum_c b_c = 0
+    if method == "lbfgs":
+        return _lbfgs(Phi, labels, lam, W, b, tol, max_iter or 20_000)
+    if method == "auto":
+        method = "newton" if c * d + (c if fit_bias else 0) <= NEWTON_DENSE_MAX else "newton-cg"
+    return _newton(Phi, labels, lam, W, b, tol, max_iter or 100, method)
+
+
+def _newton(Phi, labels, lam, W, b, tol, max_iter, method) -> SoftmaxSolution:
+    c, d = W.shape
+    n_params = c * d + (c if b is not None else 0)
+    if method == "newton" and n_params > NEWTON_MAX_PARAMS:
+        raise ValueError(f"method='newton': {n_params} parameters need a {n_params}^2 Hessian; "
+                         f"use method='lbfgs' beyond {NEWTON_MAX_PARAMS}")
+    # the flat gauge direction e = (0, 1/sqrt(C)): H e = 0 and g . e = 0, so solving with
+    # H + e e^T gives the same step, orthogonal to e, from a positive definite matrix
+    gauge = np.zeros(n_params)
+    if b is not None:
+        gauge[c * d:] = 1 / np.sqrt(c)
+    obj = objective(W, b, Phi, labels, lam, "ce")
+    for it in range(max_iter):
+        res = _residual(obj)
+        if res <= tol:
+            return SoftmaxSolution(W, b, res, it, method)
+        g = _pack(obj.grad_W, obj.grad_b)
+        if method == "newton":
+            h = hessian(W, b, Phi, labels, lam, "ce")
+            h += np.outer(gauge, gauge)
+            step = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(h, check_finite=False), g,
+                                           check_finite=False)
+        else:
+            def apply(v, W=W, b=b):
+                hv_w, hv_b = hvp(W, b, Phi, labels, lam, *_unpack(v, c, d, b is not None), "ce")
+                return _pack(hv_w, hv_b) + gauge * (gauge @ v)
+
+            step = -_conjugate_gradients(apply, g, min(0.5, np.sqrt(res)) * res, 2 * n_params)
+        slope = float(g @ step)  # < 0: a descent direction
+        t = 1.0  # backtracking (Armijo); near the optimum the full step is always taken
+        while True:
+            W_new, b_new = _unpack(_pack(W, b) + t * step, c, d, b is not None)
+            new = objective(W_new, b_new, Phi, labels, lam, "ce")
+            if new.value <= obj.value + 1e-4 * t * slope:
+                break
+            t /= 2
+            if t < 1e-10:  # no decrease possible: J is flat to rounding here
+                return SoftmaxSolution(W, b, res, it, method)
+        W, b, obj = W_new, b_new, new
+    return SoftmaxSolution(W, b, _residual(obj), max_iter, method)
+
+
+def _conjugate_gradients(apply, rhs, tol: float, max_iter: int) -> np.ndarray:
+    """Solve A x = rhs for symmetric positive definite A given as ``apply(v) = A v``, until
+    ||A x - rhs|| <= tol (Hestenes & Stiefel)."""
+    x = np.zeros_like(rhs)
+    r = rhs.copy()
+    p = r.copy()
+    rr = float(r @ r)
+    for _ in range(max_iter):
+        if np.sqrt(rr) <= tol:
+            break
+        ap = apply(p)
+        alpha = rr / float(p @ ap)
+        x += alpha * p
+        r -= alpha * ap
+        rr, rr_old = float(r @ r), rr
+        p = r + (rr / rr_old) * p
+    return x
+
+
+def _lbfgs(Phi, labels, lam, W, b, tol, max_iter) -> SoftmaxSolution:
+    c, d = W.shape
+    fit_bias = b is not None
+
+    def fun(theta):
+        Wt, bt = _unpack(theta, c, d, fit_bias)
+        obj = objective(Wt, bt, Phi, labels, lam, "ce")
+        return obj.value, _pack(obj.grad_W, obj.grad_b)
+
+    result = scipy.optimize.minimize(
+        fun, _pack(W, b), jac=True, method="L-BFGS-B",
+        options={"maxiter": max_iter, "maxfun": 2 * max_iter, "gtol": tol, "ftol": 0.0,
+                 "maxcor": 30})
+    W, b = _unpack(result.x, c, d, fit_bias)
+    if fit_bias:
+        b = b - b.mean()  # L-BFGS also keeps sum(b) fixed up to rounding; restore the gauge
+    obj = objective(W, b, Phi, labels, lam, "ce")
+    return SoftmaxSolution(W.copy(), None if b is None else b.copy(), _residual(obj),
+                           int(result.nit), "lbfgs")

@@ -1,0 +1,258 @@
+"""The training loop: seeded mini-batches, explicit state, history as arrays.
+
+Everything that changes while training is one ``TrainState`` (parameters, running
+statistics, optimizer state, iteration, history); ``train`` takes one and returns the
+next, and ``engine.training.checkpoint`` saves and restores it.
+
+Randomness is counter-based: the mini-batch of iteration t is ``batch_indices(n, B, t,
+seed, mode)`` and the dropout masks of iteration t come from a generator keyed by
+(seed, t). The random state at iteration t is therefore (seed, t) itself, and training
+resumed from a checkpoint at iteration t replays exactly the draws of an uninterrupted
+run: the resumed parameters are bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .._checks import float_dtype, positive_int
+from .data import Dataset, batch_indices
+from ..losses import softmax_cross_entropy, squared_error
+from ..network import Mask, Network
+from ..optim.transforms import GradientTransformation
+from ..optim.tree import apply_updates, tree_flatten
+from ..streams import stream
+
+__all__ = ["TrainState", "NonFiniteLossError", "init_train_state", "train", "evaluate",
+           "default_loss"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or the network output) became NaN or infinite."""
+
+    def __init__(self, iteration: int, what: str):
+        self.iteration = iteration
+        super().__init__(f"iteration {iteration}: {what} is not finite; training stopped "
+                         f"(lower the learning rate, or pass on_nonfinite='skip' to skip such steps)")
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Explicit training state. ``history`` maps a name to a list of floats:
+
+    * ``batch_loss``: the mini-batch loss of every iteration (NaN for a skipped step);
+    * ``eval_iteration``: iterations after which an evaluation ran, and for each of them
+      ``train_loss``, ``test_loss`` and ``train_accuracy`` / ``test_accuracy``
+      (classification) or ``train_rmse`` / ``test_rmse`` (regression);
+    * ``skipped``: iterations whose step was skipped as non-finite.
+    """
+
+    params: list
+    net_state: list
+    opt_state: Any
+    seed: int = 0  # with the iteration, the whole random state (see the module docstring)
+    iteration: int = 0
+    history: dict[str, list] = field(default_factory=dict)
+
+    def history_arrays(self) -> dict[str, np.ndarray]:
+        """The history as NumPy arrays (iterations as int64, values as float64)."""
+        ints = ("eval_iteration", "skipped", "monitor_iteration")
+        return {k: np.asarray(v, dtype=np.int64 if k in ints else np.float64)
+                for k, v in self.history.items()}
+
+
+def init_train_state(net: Network, opt: GradientTransformation, seed: int = 0,
+                     dtype=np.float64) -> TrainState:
+    """Fresh parameters (drawn from a generator keyed by ``seed``), state and history.
+    The seed stays in the state: it also keys the mini-batches and dropout masks."""
+    params = net.init(stream(seed, "init"), float_dtype(dtype))
+    return TrainState(params, net.init_state(dtype), opt.init(params), seed, 0, {})
+
+
+def default_loss(task: str) -> Callable:
+    """Softmax cross-entropy for classification, squared error for regression."""
+    if task == "classification":
+        return softmax_cross_entropy
+    if task == "regression":
+        return squared_error
+    raise ValueError(f"task: expected 'classification' or 'regression', got {task!r}")
+
+
+def evaluate(net: Network, params: list, net_state: list, x: np.ndarray, y: np.ndarray,
+             task: str, loss: Callable | None = None, batch_size: int = 2048) -> dict[str, float]:
+    """Loss over the whole set (inference mode) and accuracy or RMSE.
+
+    RMSE is sqrt of the mean squared error over all samples and outputs (in the units
+    of ``y``). Evaluated in chunks of ``batch_size``; the loss is the sample-weighted mean.
+    """
+    loss = loss or default_loss(task)
+    n = len(x)
+    total_loss, correct, sq = 0.0, 0, 0.0
+    for start in range(0, n, batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        out, _ = net.forward(params, xb, train=False, state=net_state)
+        value, _ = loss(out, yb)
+        total_loss += value * len(xb)
+        if task == "classification":
+            correct += int((out.argmax(axis=1) == yb).sum())
+        else:
+            sq += float(((out - yb) ** 2).sum())
+    metrics = {"loss": total_loss / n}
+    if task == "classification":
+        metrics["accuracy"] = correct / n
+    else:
+        metrics["rmse"] = math.sqrt(sq / y.size)
+    return metrics
+
+
+def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainState, *,
+          iterations: int, batch_size: int = 64, mode: str = "epoch",
+          eval_every: int | None = None, mask: Mask | None = None, loss: Callable | None = None,
+          on_nonfinite: str = "raise", quiet: bool = False, description: str = "training",
+          eval_train: bool = True, monitor: Callable[[int, list], dict] | None = None,
+          monitor_every: int = 1) -> TrainState:
+    """Train until ``iterations`` updates have been done in total (counting those already
+    in ``ts``); return the new state.
+
+    Parameters
+    ----------
+    data : the training and evaluation arrays; cast once to the parameters' dtype.
+    batch_size, mode : mini-batching (``engine.training.data.batch_indices``, keyed by ``ts.seed``).
+    eval_every : evaluate after every ``eval_every``-th iteration (default: once per
+        epoch); iterations where this happens do not depend on where a run was split.
+    mask : trainable mask; frozen tensors get no gradient and no update.
+    on_nonfinite : "raise" (default) stops with ``NonFiniteLossError`` naming the
+        iteration; "skip" leaves the parameters unchanged for that step and goes on.
+    eval_train : also evaluate on the training set (one extra pass over it).
+    monitor : ``monitor(t, params) -> {name: value}`` called after every ``monitor_every``-th
+        iteration t (counted from 1) with the current parameters; its values are appended
+        to the history under their names, and t under ``monitor_iteration`` (e.g. the
+        distance to a closed form, or a layer rotation).
+    """
+    positive_int(batch_size, "batch_size")
+    if on_nonfinite not in ("raise", "skip"):
+        raise ValueError(f"on_nonfinite: expected 'raise' or 'skip', got {on_nonfinite!r}")
+    if iterations < ts.iteration:
+        raise ValueError(f"iterations: the state is already at iteration {ts.iteration}, "
+                         f"asked to train until {iterations}")
+    loss = loss or default_loss(data.task)
+    dtype = _params_dtype(ts.params)
+    x_train = np.ascontiguousarray(data.x_train, dtype=dtype)
+    x_test = np.ascontiguousarray(data.x_test, dtype=dtype)
+    y_train, y_test = data.y_train, data.y_test
+    if data.task == "regression":
+        y_train, y_test = y_train.astype(dtype), y_test.astype(dtype)
+    n = len(x_train)
+    if eval_every is None:
+        eval_every = -(-n // batch_size)
+    positive_int(eval_every, "eval_every")
+
+    params, net_state, opt_state = ts.params, ts.net_state, ts.opt_state
+    history = {k: list(v) for k, v in ts.history.items()}
+    for key in ("batch_loss", "eval_iteration", "skipped"):
+        history.setdefault(key, [])
+    positive_int(monitor_every, "monitor_every")
+    if monitor is not None:
+        history.setdefault("monitor_iteration", [])
+
+    def run_eval(t: int) -> None:
+        history["eval_iteration"].append(t)
+        sets = [("train", x_train, y_train)] if eval_train else []
+        for name, x, y in sets + [("test", x_test, y_test)]:
+            for metric, value in evaluate(net, params, net_state, x, y, data.task, loss).items():
+                history.setdefault(f"{name}_{metric}", []).append(value)
+
+    # Overflow is detected below, by value, and reported with its iteration: NumPy's own
+    # overflow warnings would only repeat it without saying where.
+    with _progress(quiet, description, iterations, ts.iteration) as progress, \
+            np.errstate(over="ignore", invalid="ignore"):
+        for t in range(ts.iteration, iterations):
+            idx = batch_indices(n, batch_size, t, ts.seed, mode)
+            rng = stream(ts.seed, "dropout", t)  # dropout masks of iteration t
+            out, caches = net.forward(params, x_train[idx], train=True, state=net_state, rng=rng)
+            value = _finite_loss(loss, out, y_train[idx])
+            if value is None:
+                if on_nonfinite == "raise":
+                    raise NonFiniteLossError(t, "the loss")
+                history["batch_loss"].append(math.nan)
+                history["skipped"].append(t)
+            else:
+                batch_loss, dy = value
+                _, grads = net.backward(params, caches, dy, mask=mask, input_grad=False)
+                updates, opt_state = opt.update(grads, opt_state, params)
+                params = apply_updates(params, updates)
+                net_state = net.update_state(net_state, caches)
+                history["batch_loss"].append(batch_loss)
+            done = t + 1
+            if done % eval_every == 0:  # a pure function of t: resuming changes nothing
+                run_eval(done)
+            if monitor is not None and done % monitor_every == 0:
+                history["monitor_iteration"].append(done)
+                for key, value in monitor(done, params).items():
+                    history.setdefault(key, []).append(value)
+            progress.advance(history)
+
+    return replace(ts, params=params, net_state=net_state, opt_state=opt_state,
+                   iteration=max(iterations, ts.iteration), history=history)
+
+
+def _params_dtype(params: list):
+    """The float dtype of the parameters (float64 for a network without any)."""
+    leaves = tree_flatten(params)
+    return leaves[0].dtype if leaves else np.dtype(np.float64)
+
+
+def _finite_loss(loss: Callable, out, y):
+    """(loss, dout), or None when the output or the loss is NaN / infinite."""
+    if not np.isfinite(out).all():
+        return None
+    value, dout = loss(out, y)
+    return (value, dout) if math.isfinite(value) else None
+
+
+class _progress:
+    """A rich progress bar (iteration, loss, last test metric), or nothing when quiet."""
+
+    def __init__(self, quiet: bool, description: str, total: int, start: int):
+        self.bar = None
+        self.every = max(1, (total - start) // 200)  # at most ~200 redraws
+        self.count = 0
+        if not quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                TimeRemainingColumn(), transient=False)
+            self.task = self.bar.add_task(description, total=total, completed=start, info="")
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def advance(self, history: dict) -> None:
+        if self.bar is None:
+            return
+        self.count += 1
+        if self.count % self.every:
+            return
+        info = f"loss {history['batch_loss'][-1]:.4f}"
+        for key in ("test_accuracy", "test_rmse"):
+            if history.get(key):
+                info += f"  {key} {history[key][-1]:.4f}"
+        self.bar.update(self.task, advance=self.every, info=info)
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.bar is not None:
+            if exc_type is None:
+                self.bar.update(self.task, completed=self.bar.tasks[0].total)
+            self.bar.stop()
+        return False

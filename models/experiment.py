@@ -1,0 +1,135 @@
+"""What every paper reproduction shares: an output folder with an HDF5 results file, a
+markdown report and PNG figures, all written atomically; a progress bar; BLAS thread
+pinning for small matrices; summary statistics over seeds."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from engine.training.io import atomic_path, atomic_write_text
+
+
+def mean_std(values) -> str:
+    """'0.123 ± 0.004' (population std over seeds; '± 0' for one seed)."""
+    v = np.asarray(values, dtype=np.float64)
+    return f"{v.mean():.3f} ± {v.std():.3f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results_h5(path: Path, tree: dict, attrs: dict) -> None:
+    """Write a nested dict of arrays (keys become groups / datasets) atomically."""
+    import h5py
+
+    def write(group, node):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                write(group.create_group(str(key)), value)
+            else:
+                group.create_dataset(str(key), data=np.asarray(value))
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in attrs.items():
+            f.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+        write(f, tree)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def provenance() -> dict:
+    from importlib import metadata
+
+    try:
+        version = metadata.version("lastlayer")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        version = "unknown"
+    return {"lastlayer": version, "numpy": np.__version__, "python": platform.python_version(),
+            "machine": platform.machine(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+class Steps:
+    """A rich progress bar over named units of work (or silence when quiet)."""
+
+    def __init__(self, total: int, quiet: bool, title: str):
+        self.bar = None
+        self.t0 = time.perf_counter()
+        if not quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import TimeElapsedColumn
+
+            self.bar = Progress(TextColumn(f"{title} " + "{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn())
+            self.task = self.bar.add_task("", total=total)
+
+    @contextmanager
+    def step(self, description: str):
+        if self.bar is not None:
+            self.bar.update(self.task, description=description)
+        yield
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def write_report(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+
+
+@contextmanager
+def single_threaded_blas():
+    """Limit BLAS to one thread inside the block. For the small matrices of the paper
+    experiments (at most a few thousand x a few hundred) BLAS threads only add
+    synchronisation, and thrash when the machine is shared."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (no ties expected: continuous accuracies)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])

@@ -1,0 +1,73 @@
+"""The papers lastlayer verifies and reproduces, in one registry: ``PAPERS``.
+
+Every entry names a package ``models/papers/<name with '_' for '-'>/`` of the same shape:
+
+    method.py      the paper's procedure, as a user calls it
+    protocol.py    its experiments: constants, data, networks, training runs, statistics
+    claims.py      ``checks() -> list[Check]``: its ledger rows, IDs starting with ``prefix``
+    reproduce.py   ``run(out, *, quick, seeds, quiet) -> Path``: ``lastlayer reproduce NAME``
+
+claims.py and reproduce.py import method.py and protocol.py (and the engine); no paper
+package imports another (tests/test_layering.py enforces both). ``lastlayer verify``,
+``verify --list`` and the choices of ``lastlayer reproduce`` all derive from ``PAPERS``.
+Adding a paper is one new folder and one line here (docs/design.md, "Adding a paper").
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..gradients import checks as engine_checks
+from ..ledger import Check
+
+__all__ = ["Paper", "PAPERS", "paper", "all_checks"]
+
+
+@dataclass(frozen=True)
+class Paper:
+    prefix: str  # every ledger ID of the paper starts with it, e.g. "M"
+    name: str  # `lastlayer reproduce NAME`; the package is models/papers/<name, '-' -> '_'>
+    title: str
+    authors: str
+
+    @property
+    def package(self) -> str:
+        return f"{__name__}.{self.name.replace('-', '_')}"
+
+    def checks(self) -> list[Check]:
+        """The paper's ledger rows (importing its claims module on first use)."""
+        rows = importlib.import_module(f"{self.package}.claims").checks()
+        stray = [c.id for c in rows if not c.id.startswith(self.prefix)]
+        if stray:
+            raise ValueError(f"{self.package}.claims: IDs {stray} do not start with the "
+                             f"paper's prefix {self.prefix!r}")
+        return rows
+
+    def reproduce(self, out: Path, *, quick: bool = False, seeds: int | None = None,
+                  quiet: bool = False) -> Path:
+        """Run ``lastlayer reproduce NAME``: results.h5, report.md and figures in ``out``."""
+        module = importlib.import_module(f"{self.package}.reproduce")
+        return module.run(Path(out), quick=quick, seeds=seeds, quiet=quiet)
+
+
+PAPERS: tuple[Paper, ...] = (
+    Paper("M", "post-training", "Post training in deep learning", "Moreau & Audiffren 2017"),
+    Paper("H", "fixed-classifier", "Fix your classifier", "Hoffer, Hubara & Soudry 2018"),
+    Paper("C", "layca", "On layer-level control of DNN training", "Carbonnelle & De Vleeschouwer"),
+)
+
+
+def paper(name: str) -> Paper:
+    """The registry entry called ``name`` (as on the command line)."""
+    for p in PAPERS:
+        if p.name == name:
+            return p
+    raise ValueError(f"paper: expected one of {', '.join(p.name for p in PAPERS)}, got {name!r}")
+
+
+def all_checks() -> list[Check]:
+    """Every ledger row in the order ``lastlayer verify`` prints them: the engine's
+    gradients (G), then each paper's rows in registry order."""
+    return engine_checks() + [check for p in PAPERS for check in p.checks()]

@@ -1,0 +1,97 @@
+"""Embedded datasets and mini-batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.training import data
+
+
+def test_simulated_regression_recipes():
+    code = data.simulated_regression("code", seed=1)
+    assert code.x_train.shape == (8000, 10) and code.x_test.shape == (2000, 10)
+    assert code.y_train.shape == (8000, 1) and code.task == "regression"
+    assert code.x_train.min() < -0.99 and code.x_train.max() > 0.99
+    paper = data.simulated_regression("paper", seed=1)
+    assert paper.x_train.min() >= 0.0
+    again = data.simulated_regression("code", seed=1)
+    np.testing.assert_array_equal(again.y_test, code.y_test)
+    assert not np.array_equal(data.simulated_regression("code", seed=2).y_test, code.y_test)
+    with pytest.raises(ValueError, match="recipe: expected 'code' or 'paper', got 'text'"):
+        data.simulated_regression("text")
+
+
+def test_digits_flat_and_images_standardised_on_train_only():
+    flat = data.digits(seed=0)
+    assert flat.x_train.shape[1:] == (64,) and len(flat.x_train) + len(flat.x_test) == 1797
+    assert flat.n_classes == 10 and flat.y_train.dtype == np.int64
+    varying = flat.x_train.std(axis=0) > 0
+    np.testing.assert_allclose(flat.x_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(flat.x_train.std(axis=0)[varying], 1, rtol=1e-12)
+    assert abs(flat.x_test.mean()) > 1e-6  # test data saw no test statistics
+    images = data.digits(images=True, seed=0)
+    assert images.x_train.shape[1:] == (1, 8, 8)
+    np.testing.assert_array_equal(images.x_train.reshape(len(images.x_train), -1), flat.x_train)
+
+
+def test_splits_are_deterministic_and_seeded():
+    a, b = data.digits(seed=3), data.digits(seed=3)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(data.digits(seed=4).y_test, a.y_test)
+
+
+def test_diabetes_keeps_the_target_scale():
+    ds = data.diabetes()
+    assert ds.x_train.shape[1] == 10 and len(ds.x_train) + len(ds.x_test) == 442
+    assert ds.y_train.shape[1] == 1 and ds.target_scale is not None
+    assert 60 < float(ds.target_scale[0]) < 90  # the progression score's std is ~77
+
+
+def test_toy_classification_overlap_controls_difficulty():
+    easy = data.toy_classification(overlap=0.3, seed=0)
+    hard = data.toy_classification(overlap=3.0, seed=0)
+
+    def nearest_mean_accuracy(ds):
+        means = np.stack([ds.x_train[ds.y_train == c].mean(axis=0) for c in range(ds.n_classes)])
+        pred = np.argmin(((ds.x_test[:, None, :] - means) ** 2).sum(-1), axis=1)
+        return np.mean(pred == ds.y_test)
+
+    assert nearest_mean_accuracy(easy) > 0.99
+    assert nearest_mean_accuracy(hard) < 0.8
+    assert set(np.unique(easy.y_train)) == {0, 1, 2}
+
+
+def test_load_by_name():
+    for name in data.DATASETS:
+        ds = data.load(name)
+        assert ds.name == name or name == "toy" and ds.name == "toy"
+    with pytest.raises(ValueError, match="dataset: expected one of"):
+        data.load("mnist")
+
+
+def test_epoch_mode_visits_every_sample_once_per_epoch():
+    n, b = 10, 4  # 3 batches per epoch: 4, 4, 2
+    batches = [data.batch_indices(n, b, t, seed=0) for t in range(6)]
+    assert [len(x) for x in batches] == [4, 4, 2, 4, 4, 2]
+    assert sorted(np.concatenate(batches[:3])) == list(range(10))
+    assert sorted(np.concatenate(batches[3:])) == list(range(10))
+    assert not np.array_equal(np.concatenate(batches[:3]), np.concatenate(batches[3:]))
+
+
+def test_stream_mode_has_full_batches_across_wraparound():
+    n, b = 10, 4
+    batches = [data.batch_indices(n, b, t, seed=0, mode="stream") for t in range(5)]  # 20 samples
+    assert all(len(x) == 4 for x in batches)
+    stream = np.concatenate(batches)
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+
+
+def test_batches_are_a_pure_function_of_the_iteration():
+    a = data.batch_indices(1000, 64, 123, seed=5)
+    data.batch_indices(1000, 64, 7, seed=5)  # other calls in between change nothing
+    np.testing.assert_array_equal(data.batch_indices(1000, 64, 123, seed=5), a)
+    with pytest.raises(ValueError, match="mode: expected 'epoch' or 'stream'"):
+        data.batch_indices(10, 2, 0, 0, mode="random")
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
+        data.batch_indices(10, 0, 0, 0)

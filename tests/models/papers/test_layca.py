@@ -1,0 +1,76 @@
+"""Layca and layer rotation (Carbonnelle & De Vleeschouwer): ledger rows C1-C7, rows shown
+able to fail, the protocol's helpers and the reproduction (smoke)."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from models.ledger import FAIL
+from models.papers import paper
+from models.papers.layca import claims, method, protocol, reproduce
+
+from . import assert_row
+
+
+# ---- every row, once ---------------------------------------------------------------------------
+ROWS = paper("layca").checks()
+DIFFERS_FROM_PAPER = {"C7-without"}  # on digits the adaptive methods are not worse without Layca
+
+
+@pytest.mark.parametrize("check", ROWS, ids=[c.id for c in ROWS])
+def test_ledger_row(check):
+    assert_row(check, DIFFERS_FROM_PAPER)
+
+
+# ---- rows that must be able to fail -------------------------------------------------------------
+def test_C5_a_run_that_does_not_fit_its_training_set_fails_the_row(monkeypatch):
+    monkeypatch.setattr(claims, "_toy", lambda: (np.array([[0.8, 0.6], [0.82, 0.62]]),
+                                                 np.array([[1.0, 0.95], [1.0, 1.0]])))
+    assert claims.c5_spread().status == FAIL and claims.c5_trend().status == FAIL
+
+
+def test_rows_are_registered_with_descriptions():
+    rows = claims.checks()
+    assert [c.id for c in rows] == ["C1", "C2", "C3", "C4", "C5", "C5-trend", "C6", "C6-sgd",
+                                    "C7", "C7-without"]
+    assert "zero / NaN / Inf" in rows[3].description
+
+
+# ---- helpers of the reproduction -----------------------------------------------------------------
+def test_uniformity_is_on_angles_and_pair_gaps_are_adaptive_minus_equivalent():
+    deviation = 1 - np.cos(np.array([0.1, 0.2]))
+    assert method.uniformity(deviation) == pytest.approx(0.5, rel=1e-12)
+    acc = {m: np.array([0.9]) for m in method.METHODS}
+    acc["adam"] = np.array([0.88])
+    gaps = protocol.pair_gaps(acc)
+    assert gaps[("adam", "sgd_amom")] == pytest.approx(-0.02) and gaps[("rmsprop", "sgd")] == 0.0
+
+
+def test_toy_data_and_network_have_identical_hidden_layers():
+    data = protocol.toy_data(0)
+    assert data.x_train.shape == (100, 256) and data.x_test.shape == (1697, 256)
+    assert np.bincount(data.y_train).tolist() == [10] * 10
+    net = protocol.toy_net()
+    assert [str(layer) for layer in net[0:20:2]] == ["Dense(256 -> 256)"] * 10
+
+
+# ---- the reproduction (smoke) -------------------------------------------------------------------------
+def test_reproduce_layca_smoke(tmp_path, monkeypatch):
+    tiny = reproduce.Settings(seeds=1, toy_cap=25, iterations=40, evaluations=2, curve_points=2)
+    monkeypatch.setattr(reproduce.Settings, "make", classmethod(lambda cls, quick, seeds: tiny))
+    monkeypatch.setattr(protocol, "TOY_UPSAMPLE", 1)  # 64 inputs and 64 units: 16 times cheaper
+    monkeypatch.setattr(protocol, "TOY_WIDTH", 64)
+    out = reproduce.run(tmp_path / "layca", quick=True, quiet=True)
+    for name in ("results.h5", "report.md", "fig1a_single_layer.png", "fig2_alpha_sweep.png",
+                 "fig3_angle_deviation.png", "fig4_adaptive.png"):
+        assert (out / name).stat().st_size > 0
+    with h5py.File(out / "results.h5") as f:
+        assert f["toy/test_accuracy"].shape == (1, protocol.TOY_HIDDEN)
+        assert f["alpha_sweep/layca/test_accuracy"].shape == (1, len(protocol.ALPHAS))
+        assert f["angle_deviation/layca/deviation"].shape == (2, protocol.MLP_DEPTH)
+        assert f["adaptive/layca/adam/test_curve"].shape == (1, 2)
+        assert f.attrs["experiment"] == "layca"
+    report = (out / "report.md").read_text()
+    assert "Section 3" in report and "Section 6.2" in report and "angle min / max" in report
