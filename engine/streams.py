@@ -29,6 +29,11 @@ STREAMS: dict[str, tuple[int, str]] = {
     "simreg": (0x5111, "the post-training paper's simulated regression data"),
     "toy": (0x70F, "the Gaussian toy classification data"),
     "layca-toy": (0x7011, "the Layca paper's 10-digits-per-class training subset"),
+    "lanczos": (0x1A7C, "the starting vector of Lanczos iterations (engine.solvers.eigen)"),
+    "pof-search": (0x50F1, "PoF's line-search mini-batch B of iteration t, attempt a"),
+    "pof-gamma": (0x50F2, "PoF's expansion factor gamma of iteration t"),
+    "pof-data": (0x50F3, "PoF's generated toy data (teacher network, inputs, labels)"),
+    "probe": (0x50F4, "mini-batches drawn to measure a model (PoF's Figs. 2, 5, 6)"),
 }
 
 

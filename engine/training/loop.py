@@ -23,6 +23,7 @@ import numpy as np
 
 from .._checks import float_dtype, positive_int
 from .data import Dataset, batch_indices
+from .steps import Batch, GradientStep, plain_gradient
 from ..losses import softmax_cross_entropy, squared_error
 from ..network import Mask, Network
 from ..optim.transforms import GradientTransformation
@@ -116,7 +117,7 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
           eval_every: int | None = None, mask: Mask | None = None, loss: Callable | None = None,
           on_nonfinite: str = "raise", quiet: bool = False, description: str = "training",
           eval_train: bool = True, monitor: Callable[[int, list], dict] | None = None,
-          monitor_every: int = 1) -> TrainState:
+          monitor_every: int = 1, step: GradientStep = plain_gradient) -> TrainState:
     """Train until ``iterations`` updates have been done in total (counting those already
     in ``ts``); return the new state.
 
@@ -134,6 +135,10 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
         iteration t (counted from 1) with the current parameters; its values are appended
         to the history under their names, and t under ``monitor_iteration`` (e.g. the
         distance to a closed form, or a layer rotation).
+    step : how a mini-batch becomes gradients (``engine.training.steps``): plain
+        back-propagation by default, ``sam_gradient(rho)`` for SAM, PoF's step. The extra
+        numbers a step reports are appended to the history under their names (NaN at a
+        skipped step).
     """
     positive_int(batch_size, "batch_size")
     if on_nonfinite not in ("raise", "skip"):
@@ -174,21 +179,20 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
             np.errstate(over="ignore", invalid="ignore"):
         for t in range(ts.iteration, iterations):
             idx = batch_indices(n, batch_size, t, ts.seed, mode)
-            rng = stream(ts.seed, "dropout", t)  # dropout masks of iteration t
-            out, caches = net.forward(params, x_train[idx], train=True, state=net_state, rng=rng)
-            value = _finite_loss(loss, out, y_train[idx])
-            if value is None:
+            batch = Batch(x_train[idx], y_train[idx], t, ts.seed, x_train, y_train)
+            result = step(net, params, net_state, batch, loss, mask)
+            if result.loss is None:
                 if on_nonfinite == "raise":
                     raise NonFiniteLossError(t, "the loss")
                 history["batch_loss"].append(math.nan)
                 history["skipped"].append(t)
             else:
-                batch_loss, dy = value
-                _, grads = net.backward(params, caches, dy, mask=mask, input_grad=False)
-                updates, opt_state = opt.update(grads, opt_state, params)
+                updates, opt_state = opt.update(result.grads, opt_state, params)
                 params = apply_updates(params, updates)
-                net_state = net.update_state(net_state, caches)
-                history["batch_loss"].append(batch_loss)
+                net_state = net.update_state(net_state, result.caches)
+                history["batch_loss"].append(result.loss)
+            for key, value in result.info.items():
+                history.setdefault(key, []).append(value)
             done = t + 1
             if done % eval_every == 0:  # a pure function of t: resuming changes nothing
                 run_eval(done)
@@ -206,14 +210,6 @@ def _params_dtype(params: list):
     """The float dtype of the parameters (float64 for a network without any)."""
     leaves = tree_flatten(params)
     return leaves[0].dtype if leaves else np.dtype(np.float64)
-
-
-def _finite_loss(loss: Callable, out, y):
-    """(loss, dout), or None when the output or the loss is NaN / infinite."""
-    if not np.isfinite(out).all():
-        return None
-    value, dout = loss(out, y)
-    return (value, dout) if math.isfinite(value) else None
 
 
 class _progress:
