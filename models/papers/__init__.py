@@ -56,6 +56,7 @@ PAPERS: tuple[Paper, ...] = (
     Paper("M", "post-training", "Post training in deep learning", "Moreau & Audiffren 2017"),
     Paper("H", "fixed-classifier", "Fix your classifier", "Hoffer, Hubara & Soudry 2018"),
     Paper("C", "layca", "On layer-level control of DNN training", "Carbonnelle & De Vleeschouwer"),
+    Paper("P", "pof", "PoF: post-training of feature extractor", "Sato et al. 2022"),
 )
 
 
