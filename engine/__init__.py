@@ -30,6 +30,7 @@ from .layers import (
     HeNormal,
     HeUniform,
     L2Normalize,
+    MaxEntropy,
     Layer,
     MaxPool2D,
     OrthogonalHead,
@@ -37,6 +38,7 @@ from .layers import (
     Sigmoid,
     Tanh,
     TruncatedNormal,
+    ZNormalize,
     initializers,
 )
 from .losses import softmax_cross_entropy, squared_error
@@ -48,10 +50,11 @@ __all__ = [
     "backend", "gradcheck", "initializers", "layers", "losses", "optim", "solvers", "streams",
     "training",
     "Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Conv2D", "MaxPool2D", "Flatten",
-    "BatchNorm", "Dropout", "L2Normalize", "HadamardHead", "OrthogonalHead",
+    "BatchNorm", "Dropout", "L2Normalize", "ZNormalize", "HadamardHead", "OrthogonalHead",
     "Network",
     "softmax_cross_entropy", "squared_error",
     "HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "TruncatedNormal", "Constant",
+    "MaxEntropy",
     "ridge", "ridge_path", "kernel_ridge", "rkhs_norm", "fit_softmax_regression",
     "stream",
 ]

@@ -12,10 +12,13 @@ Targets come in two forms, told apart by shape:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ._checks import all_finite, float_array
 from .backend import array_module
 
-__all__ = ["softmax_cross_entropy", "squared_error", "softmax", "log_softmax", "one_hot"]
+__all__ = ["softmax_cross_entropy", "squared_error", "softmax", "log_softmax", "one_hot",
+           "ErrorEnergy", "error_energy"]
 
 
 def _check_prediction(pred, name: str):
@@ -124,13 +127,17 @@ def squared_error(pred, targets):
     loss : float; dpred : (N, C), same dtype as ``pred``
     """
     _check_prediction(pred, "pred")
-    n, c = pred.shape
-    if _is_integer(targets) and targets.ndim == 1:
-        y = one_hot(_labels(targets, n, c), c, pred.dtype)
-    else:
-        y = _real_targets(targets, pred)
-    r = pred - y  # (N, C) residual
+    n = pred.shape[0]
+    r = pred - _dense_targets(targets, pred)  # (N, C) residual
     return _scalar((r * r).sum() / n), (2 / n) * r
+
+
+def _dense_targets(targets, pred):
+    """(N, C) targets: one-hot rows for integer labels (N,), else validated real targets."""
+    if _is_integer(targets) and targets.ndim == 1:
+        n, c = pred.shape
+        return one_hot(_labels(targets, n, c), c, pred.dtype)
+    return _real_targets(targets, pred)
 
 
 def _real_targets(targets, pred):
@@ -152,3 +159,34 @@ def _real_targets(targets, pred):
 def _scalar(x):
     """Host float for NumPy results; CuPy results stay on the device (no sync)."""
     return float(x) if array_module(x).__name__ == "numpy" else x
+
+
+class ErrorEnergy(NamedTuple):
+    """The energy of the error a softmax CE back-propagates (Varno et al. 2019, eqs. 11-12),
+    with delta_j = (y_hat_j - y_j) / N the error at logit j (eq. 7)."""
+
+    phi: float  # sum_j phi_j = E_N[y_hat y_hat^T] + E_N[y y^T] - 2 E_N[y_hat y^T]   (eq. 12)
+    per_class: object  # (C,) phi_j = E_N[(N delta_j)^2] = E_N[(y_hat_j - y_j)^2]     (eq. 11)
+    estimates: float  # E_N[y_hat y_hat^T]: in [1/C, 1] (eqs. 13-19)
+    labels: float  # E_N[y y^T]: 1 for one-hot labels
+    cross: float  # E_N[y_hat y^T]: the mean probability of the correct class, in [0, 1]
+    noise_share: float  # estimates / phi: the share of phi that is the estimates' energy
+
+
+def error_energy(logits, targets) -> ErrorEnergy:
+    """The error energy of softmax(logits) against labels (N,) or real targets (N, C)
+    (e.g. one-hot rows). ``phi`` is computed from its definition (eq. 11) and the three
+    components separately (eq. 12), so the identity can be checked. ``noise_share`` reads
+    the paper's Table 1 ("noise energy to total energy of back-propagated error"): at
+    initialisation the estimates carry no information about the labels, so their energy
+    is the noise."""
+    _check_prediction(logits, "logits")
+    y = _dense_targets(targets, logits)
+    p = softmax(logits)
+    per_class = ((p - y) ** 2).mean(axis=0)  # (C,)
+    estimates = float((p * p).sum(axis=1).mean())
+    labels = float((y * y).sum(axis=1).mean())
+    cross = float((p * y).sum(axis=1).mean())
+    phi = float(per_class.sum())
+    return ErrorEnergy(phi, per_class, estimates, labels, cross,
+                       estimates / phi if phi > 0 else float("nan"))

@@ -33,7 +33,8 @@ STREAMS: dict[str, tuple[int, str]] = {
     "pof-search": (0x50F1, "PoF's line-search mini-batch B of iteration t, attempt a"),
     "pof-gamma": (0x50F2, "PoF's expansion factor gamma of iteration t"),
     "pof-data": (0x50F3, "PoF's generated toy data (teacher network, inputs, labels)"),
-    "probe": (0x50F4, "mini-batches drawn to measure a model (PoF's Figs. 2, 5, 6)"),
+    "probe": (0x50F4, "mini-batches and random inputs drawn to measure a model (PoF, ENTAME)"),
+    "entame-head": (0xE47A, "ENTAME's new classifier heads (models.papers.entame)"),
 }
 
 

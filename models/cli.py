@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which paper: " + "; ".join(f"{p.name} ({p.authors}, {p.title})"
                                                     for p in PAPERS))
     r.add_argument("--quick", action="store_true", help="fewer seeds and points (a smoke run)")
-    r.add_argument("--seeds", type=int, help="number of seeds (default 5; 2 with --quick)")
+    r.add_argument("--seeds", type=int, help="number of seeds (default: the paper's full run, e.g. 10; fewer "
+                   "with --quick; each report states its count)")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_reproduce)

@@ -67,6 +67,15 @@ def pyplot():
     return plt
 
 
+def run_attributes(experiment: str, quick: bool, settings) -> dict:
+    """The attributes of a reproduction's results.h5: its name, quick or full, the settings
+    (a dataclass) and the provenance."""
+    import dataclasses
+
+    return {"experiment": experiment, "quick": int(quick), "seeds": settings.seeds,
+            "settings": dataclasses.asdict(settings), **provenance()}
+
+
 def provenance() -> dict:
     from importlib import metadata
 

@@ -30,6 +30,7 @@ from ..layers import (
     ReLU,
     Sigmoid,
     Tanh,
+    ZNormalize,
 )
 from ..losses import softmax_cross_entropy, squared_error
 from ..network import Network
@@ -123,6 +124,16 @@ LAYER_CASES = [
     LayerCase("G-L2Normalize", "(4, 6)", L2Normalize(), (4, 6)),
     LayerCase("G-L2Normalize", "batch 1, tiny rows (norm ~1e-3)", L2Normalize(), (1, 5),
               lambda rng, shape: 1e-3 * rng.standard_normal(shape)),
+    LayerCase("G-ZNormalize", "training, (6, 4)", ZNormalize(4), (6, 4)),
+    # with 2 samples x_bar is +-1 up to eps (its gradient ~ eps): inputs of scale 1e-3 keep
+    # the batch variance near eps, where the gradient is O(1/sqrt(eps)) and well measured
+    LayerCase("G-ZNormalize", "training, batch 2, scale 1e-3 (eps matters)", ZNormalize(3),
+              (2, 3), lambda rng, shape: 1e-3 * rng.standard_normal(shape)),
+    LayerCase("G-ZNormalize", "inference, batch 1", ZNormalize(4), (1, 4), train=False,
+              random_state=True),
+    LayerCase("G-ZNormalize", "training, running statistics, features of scale 1e3",
+              ZNormalize(3, statistics="running"), (5, 3),
+              lambda rng, shape: 1e3 * rng.standard_normal(shape)),
 ]
 
 
@@ -177,8 +188,21 @@ def network_case(seed: int = 0) -> dict[str, float]:
                          state=net.init_state(), seed=seed)
 
 
-NETWORK_DESCRIPTION = ("network Conv2D(pad 1) > BatchNorm > ReLU > MaxPool2D > Flatten > Dense > "
-                       "Dropout(train) > Dense > softmax CE, batch 4, 2x7x7 input: max rel. error")
+def znormalize_network_case(seed: int = 0) -> dict[str, float]:
+    """Dense -> ReLU -> ZNormalize (training: batch statistics) -> Dense -> cross-entropy,
+    ENTAME's head on z-normalised features, w.r.t. the input and all 4 parameter tensors."""
+    rng = np.random.default_rng(seed)
+    net = Network([Dense(5, 6), ReLU(), ZNormalize(6), Dense(6, 3)])
+    params = net.init(rng)
+    x = away_from_zero(rng, (7, 5))
+    return check_network(net, params, x, softmax_cross_entropy, rng.integers(0, 3, 7),
+                         train=True, state=net.init_state(), seed=seed)
+
+
+NETWORK_CASES = (network_case, znormalize_network_case)
+NETWORK_DESCRIPTION = ("networks Conv2D(pad 1) > BatchNorm > ReLU > MaxPool2D > Flatten > Dense > "
+                       "Dropout(train) > Dense > softmax CE (batch 4, 2x7x7 input) and Dense > "
+                       "ReLU > ZNormalize(train) > Dense > softmax CE (batch 7): max rel. error")
 
 
 # ---- groups -------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from .dense import Dense
 from .dropout import Dropout
 from .fixed_heads import HadamardHead, OrthogonalHead
 from .initializers import (
-    Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Initializer, TruncatedNormal,
+    Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Initializer, MaxEntropy,
+    TruncatedNormal,
 )
-from .normalization import BatchNorm, L2Normalize
+from .normalization import BatchNorm, L2Normalize, ZNormalize
 from .reshape import Flatten
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "BatchNorm",
     "Dropout",
     "L2Normalize",
+    "ZNormalize",
     "HadamardHead",
     "OrthogonalHead",
     "Initializer",
@@ -36,4 +38,5 @@ __all__ = [
     "GlorotUniform",
     "TruncatedNormal",
     "Constant",
+    "MaxEntropy",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "GlorotUniform",
     "TruncatedNormal",
     "Constant",
+    "MaxEntropy",
     "fans",
 ]
 
@@ -59,12 +60,22 @@ class Initializer:
 
 @dataclass(frozen=True)
 class HeNormal(Initializer):
-    """N(0, 2 / fan_in) (He et al. 2015), for layers followed by a ReLU.
+    """N(0, 2 / fan) (He et al. 2015), for layers followed by a ReLU; ``mode`` "fan_in"
+    (default: preserves the variance of the forward signal) or "fan_out" (preserves the
+    variance of the back-propagated error; ENTAME's base head, N(0, 2 / C) for a Dense
+    layer with C outputs).
 
     Unlike Keras' ``he_normal`` the normal is not truncated."""
 
+    mode: str = "fan_in"
+
+    def __post_init__(self):
+        if self.mode not in ("fan_in", "fan_out"):
+            raise ValueError(f"mode: expected 'fan_in' or 'fan_out', got {self.mode!r}")
+
     def sample(self, rng, shape, fan_in, fan_out):
-        return rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+        fan = fan_in if self.mode == "fan_in" else fan_out
+        return rng.standard_normal(shape) * math.sqrt(2.0 / fan)
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,59 @@ class TruncatedNormal(Initializer):
             z[bad] = rng.standard_normal(int(bad.sum()))
             bad = np.abs(z) > self.cutoff
         return self.mean + self.std * z
+
+
+@dataclass(frozen=True)
+class MaxEntropy(Initializer):
+    """ENTAME's maximum-entropy initialisation of a new classifier (Varno et al. 2019, eq. 21):
+    i.i.d. N(0, phi_w) entries with
+
+        phi_w = gamma^2 lambda^2 / C^2,     C = fan_out (the classes of a Dense head),
+
+    gamma the initial learning rate and lambda a hyper-parameter, or ``phi_w`` given
+    directly. With phi_w tiny every logit is ~0, so every softmax output is ~1/C (maximum
+    entropy), the loss is ~ln C and the error back-propagated into the features is stalled
+    (~sqrt(phi_w) small) until the first update.
+
+    The paper's statements about lambda conflict: a recommended range 1-1000, a condition
+    lambda^2 < 1/N (N the batch size), and experiments at phi_w = 1e-12 with gamma = 1e-4
+    (lambda = 0.01 C). Both parametrisations are accepted: ``MaxEntropy(phi_w=1e-12)`` (the
+    experiments' value, the default) or ``MaxEntropy(gamma=1e-4, lam=0.5)``.
+    """
+
+    phi_w: float | None = None
+    gamma: float | None = None
+    lam: float | None = None
+
+    def __post_init__(self):
+        given = (self.gamma is not None, self.lam is not None)
+        if self.phi_w is not None:
+            if any(given):
+                raise ValueError("phi_w: give phi_w, or gamma and lam, not both")
+            if not (math.isfinite(self.phi_w) and self.phi_w >= 0):
+                raise ValueError(f"phi_w: expected a finite number >= 0, got {self.phi_w!r}")
+        elif all(given):
+            for name in ("gamma", "lam"):
+                value = getattr(self, name)
+                if not (math.isfinite(value) and value > 0):
+                    raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+        elif any(given):
+            raise ValueError("gamma, lam: give both (phi_w = gamma^2 lam^2 / C^2), or phi_w")
+        else:
+            object.__setattr__(self, "phi_w", 1e-12)  # the paper's experiments
+
+    def variance(self, n_classes: int) -> float:
+        """phi_w for a head with ``n_classes`` outputs."""
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
+                or n_classes < 2:
+            raise ValueError(f"C: a classifier needs at least 2 classes (fan_out), got "
+                             f"{n_classes!r}")
+        if self.phi_w is not None:
+            return float(self.phi_w)
+        return (self.gamma * self.lam / n_classes) ** 2
+
+    def sample(self, rng, shape, fan_in, fan_out):
+        return rng.standard_normal(shape) * math.sqrt(self.variance(fan_out))
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,14 @@ __all__ = ["describe", "build", "LAYERS", "INITIALIZERS"]
 
 LAYERS = {cls.__name__: cls for cls in (
     layers.Dense, layers.ReLU, layers.Tanh, layers.Sigmoid, layers.Conv2D, layers.MaxPool2D,
-    layers.Flatten, layers.BatchNorm, layers.Dropout, layers.L2Normalize, layers.HadamardHead,
+    layers.Flatten, layers.BatchNorm, layers.Dropout, layers.L2Normalize, layers.ZNormalize,
+    layers.HadamardHead,
     layers.OrthogonalHead,
 )}
 INITIALIZERS = {cls.__name__: cls for cls in (
     initializers.HeNormal, initializers.HeUniform, initializers.GlorotNormal,
     initializers.GlorotUniform, initializers.TruncatedNormal, initializers.Constant,
+    initializers.MaxEntropy,
 )}
 
 

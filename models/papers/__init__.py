@@ -57,6 +57,8 @@ PAPERS: tuple[Paper, ...] = (
     Paper("H", "fixed-classifier", "Fix your classifier", "Hoffer, Hubara & Soudry 2018"),
     Paper("C", "layca", "On layer-level control of DNN training", "Carbonnelle & De Vleeschouwer"),
     Paper("P", "pof", "PoF: post-training of feature extractor", "Sato et al. 2022"),
+    Paper("E", "entame", "Efficient neural task adaptation by maximum entropy initialization",
+          "Varno et al. 2019"),
 )
 
 

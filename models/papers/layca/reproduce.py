@@ -21,7 +21,6 @@ results.h5, report.md and PNG figures. Ledger rows C5-C7 run the same functions 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from engine import optim, stream
 from engine.training.data import digits
 
 from ...experiment import (
-    Steps, markdown_table, provenance, pyplot, save_figure, single_threaded_blas, spearman,
+    Steps, markdown_table, pyplot, run_attributes, save_figure, single_threaded_blas, spearman,
     write_report, write_results_h5,
 )
 from . import protocol
@@ -68,8 +67,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
                    "angle_deviation": _angle_curves(s, data, steps),
                    "adaptive": _adaptive(s, data, steps)}
         seconds = steps.seconds
-    attrs = {"experiment": "layca", "quick": int(quick), "seeds": s.seeds,
-             "settings": dataclasses.asdict(s), **provenance()}
+    attrs = run_attributes("layca", quick, s)
     write_results_h5(out / "results.h5", results, attrs)
     _figures(results, out)
     write_report(out / "report.md", _report(results, s, quick, seconds, attrs))

@@ -23,15 +23,14 @@ Everything goes to ``--out``: results.h5, report.md and PNG figures.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...experiment import (
-    Steps, markdown_table, mean_ci, paired, provenance, pyplot, save_figure, single_threaded_blas,
-    write_report, write_results_h5,
+    Steps, markdown_table, mean_ci, paired, pyplot, run_attributes, save_figure,
+    single_threaded_blas, write_report, write_results_h5,
 )
 from . import protocol
 
@@ -81,8 +80,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
             results[name] = _compare(name, s, steps)
         results["analysis"] = _analysis(s, steps)
         seconds = steps.seconds
-    attrs = {"experiment": "pof", "quick": int(quick), "seeds": s.seeds,
-             "settings": dataclasses.asdict(s), **provenance()}
+    attrs = run_attributes("pof", quick, s)
     write_results_h5(out / "results.h5", results, attrs)
     _figures(results, out)
     write_report(out / "report.md", _report(results, s, quick, seconds, attrs))
@@ -158,7 +156,7 @@ def _figures(results: dict, out: Path) -> None:
     toy, analysis = results["toy"], results["analysis"]
     colours = {"sgd-phi": "C0", "pof": "C1", "start": "C7"}
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     sharp = analysis["sharpness"]
     layers = np.arange(1, len(sharp["pof"]["delta_loss"]) + 1)
     for k, m in enumerate(("sgd-phi", "pof")):
@@ -176,7 +174,7 @@ def _figures(results: dict, out: Path) -> None:
         ax.legend(fontsize=7)
     save_figure(fig, out / "fig1cd_layer_sharpness.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     align = analysis["alignment"]
     index = np.arange(1, len(align["measured"]) + 1)
     axes[0].bar(index - 0.2, align["measured"], 0.4, label="measured mini-batches")
@@ -191,7 +189,7 @@ def _figures(results: dict, out: Path) -> None:
     axes[1].legend()
     save_figure(fig, out / "fig2_minibatch_statistics.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True, layout="constrained")
     for ax, on in zip(axes, ("train", "test")):
         for m in ("start", "sgd-phi", "pof"):
             values = analysis["rayleigh"][m][on]
@@ -201,7 +199,7 @@ def _figures(results: dict, out: Path) -> None:
     axes[0].set_ylabel("mini-batches")
     save_figure(fig, out / "fig5_hessian_components.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
     pof = toy["history"]["pof-gamma2"]["perturbation"]
     sizes = {"PoF, gamma = 2: ||gamma xi* g_hat||": pof[pof > 0],
              f"SGD: ||lr g_B|| (lr {protocol.POST_LR:g})": analysis["sgd_step"]}
@@ -215,7 +213,8 @@ def _figures(results: dict, out: Path) -> None:
     ax.legend(fontsize=7)
     save_figure(fig, out / "fig6_perturbation_sizes.png")
 
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(5 * len(DATASETS), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(5 * len(DATASETS), 3.6), squeeze=False,
+                             layout="constrained")
     axes = axes[0]
     for ax, name in zip(axes, DATASETS):
         r = results[name]
