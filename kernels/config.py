@@ -8,6 +8,9 @@ multi-block and multi-pass code paths run on small inputs."""
 FWHT_BLOCK = 1 << 14
 FWHT_GROUP = 16  # fewest contiguous columns per tile of the second phase (one or two cache lines)
 FWHT_TILE = 1 << 12  # elements per second-phase tile: its columns = max(FWHT_GROUP, TILE // M)
+# Rows of at most FWHT_BLOCK are cut into segments of max(n, FWHT_SEGMENT) elements (whole
+# rows), the units of parallel work: 2^12 elements, 16 KiB (float32) to 32 KiB (float64), L1.
+FWHT_SEGMENT = 1 << 12
 # Inputs of at most this many elements run on one thread: a parallel launch costs more.
 FWHT_SERIAL_MAX = 1 << 15
 # Below this many rows, parallelise within each row instead of across rows.

@@ -96,18 +96,46 @@ def test_in_place_and_out_arguments():
 
 @pytest.mark.parametrize("serial_max", [0, 1 << 20], ids=["parallel", "serial"])
 @pytest.mark.parametrize("rows", [1, 2, 5])
-@pytest.mark.parametrize("k", [5, 6, 7, 9, 10])
-def test_multi_block_paths_with_small_tunables(monkeypatch, rows, k, serial_max):
-    """Block 16 and tiles of 2-8 columns: rows of 2^5..2^10 take the two-phase path, in the
-    serial driver and in both parallel ones (across rows, within a row)."""
+@pytest.mark.parametrize("k", [6, 7, 9, 10, 11])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_multi_block_paths_with_small_tunables(monkeypatch, dtype, rows, k, serial_max):
+    """Block 32 and tiles of 16 columns: rows of 2^6..2^11 take the two-phase path (radix 2,
+    4 and 8 down the columns), in the serial driver and in both parallel ones (across rows,
+    within a row)."""
     monkeypatch.setattr(config, "FWHT_SERIAL_MAX", serial_max)
-    monkeypatch.setattr(config, "FWHT_BLOCK", 16)
-    monkeypatch.setattr(config, "FWHT_GROUP", 2)
-    monkeypatch.setattr(config, "FWHT_TILE", 8)
-    x = np.random.default_rng(k).standard_normal((rows, 1 << k))
+    monkeypatch.setattr(config, "FWHT_BLOCK", 32)
+    monkeypatch.setattr(config, "FWHT_GROUP", 16)
+    monkeypatch.setattr(config, "FWHT_TILE", 16)
+    x = np.random.default_rng(k).standard_normal((rows, 1 << k)).astype(dtype)
     np.testing.assert_array_equal(fwht(x), fwht_reference(x))
-    np.testing.assert_allclose(fwht(x, normalized=True), fwht_reference(x, normalized=True),
-                               rtol=1e-14, atol=1e-14)
+    np.testing.assert_array_equal(fwht(x, normalized=True), fwht_reference(x, normalized=True))
+
+
+@pytest.mark.parametrize("serial_max", [0, 1 << 20], ids=["parallel", "serial"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_bit_identical_to_the_reference_for_every_short_length(monkeypatch, dtype, serial_max):
+    """Every n up to 2^12 and row counts that leave a tail shorter than one SIMD vector (rows
+    packed several to a vector, the rest done by scalar code), small segments so that a
+    batch is cut into many: each value equals the level-by-level NumPy reference exactly."""
+    monkeypatch.setattr(config, "FWHT_SERIAL_MAX", serial_max)
+    monkeypatch.setattr(config, "FWHT_SEGMENT", 64)
+    rng = np.random.default_rng(7)
+    for k in range(0, 13):
+        for rows in (1, 3, 7, 33):
+            x = rng.standard_normal((rows, 1 << k)).astype(dtype)
+            np.testing.assert_array_equal(fwht(x), fwht_reference(x), err_msg=f"n=2^{k}, rows={rows}")
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("FWHT_GROUP", 8, "FWHT_GROUP: expected a power of two >= 16, got 8"),
+    ("FWHT_BLOCK", 48, "FWHT_BLOCK: expected a power of two >= 16, got 48"),
+    ("FWHT_SEGMENT", 0, "FWHT_SEGMENT: expected a power of two >= 1, got 0"),
+    ("FWHT_GROUP", 1 << 15, r"FWHT_GROUP: expected at most FWHT_BLOCK = 16384, got 32768"),
+])
+def test_rejects_bad_tunables(monkeypatch, name, value, message):
+    monkeypatch.setattr(config, name, value)
+    with pytest.raises(ValueError, match=message):
+        fwht(np.zeros((2, 16)))
 
 
 def test_bad_input():
