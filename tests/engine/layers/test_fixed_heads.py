@@ -117,11 +117,12 @@ def test_fwht_path_equals_dense_path(d_in, n_classes, rng):
 
 
 def test_auto_picks_the_cheaper_operation_count():
-    # dense when C N <= n log2 n
-    assert HadamardHead(64, 2).resolved_method == "dense"  # 128 <= 384
-    assert HadamardHead(64, 10).resolved_method == "fwht"  # 640 > 384
+    # dense when C N <= 3 n (the measured crossover)
+    assert HadamardHead(64, 3).resolved_method == "dense"  # 192 <= 192
+    assert HadamardHead(64, 4).resolved_method == "fwht"  # 256 > 192
+    assert HadamardHead(48, 4).resolved_method == "dense"  # 192 <= 3 * 64: padding costs the transform
     assert HadamardHead(2048, 1000).resolved_method == "fwht"
-    assert HadamardHead(1, 1).resolved_method == "fwht"  # 1 > 0: the length-1 transform is free
+    assert HadamardHead(16384, 8).resolved_method == "fwht"  # the old operation count said dense
     assert HadamardHead(64, 10, method="dense").resolved_method == "dense"
 
 
