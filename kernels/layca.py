@@ -32,7 +32,11 @@ sum((s - k w)^2) in one extra read pass, which is as accurate as the unfused ste
 fused result agrees with the unfused one to a few roundings at any angle (both then err by
 about 1e-16 / sin(angle) in float64; tests/kernels/test_layca.py compares them with an
 extended-precision answer), and in float32 it is the float64 result rounded once, closer to
-exact than float32 NumPy. Only steps nearly parallel to w pay the extra pass.
+exact than float32 NumPy. The closed form for the norm after the step assumes the
+normalised step exactly orthogonal to w, which it is only to ~1e-16 / sin(angle): those
+same tensors are then rescaled to r0 after pass 2, as step 4 of the unfused form does, in
+one more read-write pass, so their norm is r0 to rounding as well. Only steps nearly
+parallel to w pay the extra passes.
 
 Degenerate inputs (claim C4): NaN/Inf entries of s are treated as 0 and counted; a zero step
 only rescales w to r0 (no change when ||w|| = r0, to rounding). A w of norm 0 (the rotation
@@ -53,7 +57,13 @@ from numba import njit
 from . import config
 from .device import is_device_array, is_numba_device_array
 
-__all__ = ["LaycaInfo", "layca_update", "layca_update_many"]
+__all__ = ["LaycaInfo", "StepOverflowError", "layca_update", "layca_update_many"]
+
+
+class StepOverflowError(ValueError):
+    """A step s with finite entries whose sums s.s or s.w overflow float64 (entries beyond
+    about 1e154): the fused kernels do not rescale s, the unfused reference does. Raised
+    before anything is written."""
 
 
 class LaycaInfo(NamedTuple):
@@ -239,8 +249,9 @@ def _fused(batch, rho: np.ndarray, r0: np.ndarray, eps: float, many: bool) -> li
 
     batch : a ``layca_cpu.Batch`` or ``layca_cuda.Batch`` holding T tensors, with methods
         ``reduce() -> (T, 4)`` [ww, sw, ss, non-finite count], ``residual(k, active) -> (T,)``
-        [sum((s - k w)^2) where active] and ``update(a, b) -> (T,)`` [||a w + b s||^2 as
-        stored], all float64 NumPy arrays, called in that order.
+        [sum((s - k w)^2) where active] and ``update(a, b, active) -> (T,)`` [w <- a w + b s
+        where active; ||w||^2 as stored], all float64 NumPy arrays, called in that order
+        (``update`` twice for steps nearly parallel to w).
     rho, r0 : (T,) float64, validated.
     """
     sums = batch.reduce()  # (T, 4)
@@ -250,12 +261,21 @@ def _fused(batch, rho: np.ndarray, r0: np.ndarray, eps: float, many: bool) -> li
                          f"is undefined for a w of norm 0, with non-finite entries, or whose squares "
                          f"overflow float64")
     if bad_s >= 0:
-        raise ValueError(f"{_names(many, bad_s)[1]}: s.s = {sums[bad_s, 2]}, s.w = {sums[bad_s, 1]} "
-                         f"overflow float64 although every entry is finite; the step's scale does not "
-                         f"matter: rescale s")
+        raise StepOverflowError(f"{_names(many, bad_s)[1]}: s.s = {sums[bad_s, 2]}, s.w = {sums[bad_s, 1]} "
+                                f"overflow float64 although every entry is finite; the step's scale "
+                                f"does not matter: rescale s")
     if redo.any():
         pp = np.where(redo, batch.residual(sums[:, 1] / sums[:, 0], redo), pp)
     a, b, zero = _coefficients(sums, pp, rho, r0, eps)
-    norms = np.sqrt(batch.update(a, b))
+    norm2 = batch.update(a, b, np.ones(len(a), dtype=bool))
+    # The closed form assumes the normalised step exactly orthogonal to w; for a step nearly
+    # parallel to w its computed direction is off by ~u / sin(angle), and the norm by as
+    # much: those tensors (the cancellation fallback's) are rescaled to r0 like step 4 of
+    # the reference, in one more read-write pass.
+    fix = redo & ~zero
+    if fix.any():
+        rescale = np.where(fix, r0 / np.sqrt(np.where(fix, norm2, 1.0)), 1.0)
+        norm2 = np.where(fix, batch.update(rescale, np.zeros_like(rescale), fix), norm2)
+    norms = np.sqrt(norm2)
     nonfinite = sums[:, 3].astype(np.int64)
     return [LaycaInfo(float(norms[t]), bool(zero[t]), int(nonfinite[t])) for t in range(len(norms))]

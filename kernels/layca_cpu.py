@@ -168,14 +168,16 @@ def _residual(ws, ss, k, active, owner, start, chunk, ntensors):
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _update(ws, ss, a, b, masked, owner, start, chunk, ntensors):
-    """Pass 2: w <- a[t] w + b[t] s in place, computed in float64 and rounded once to w's
-    dtype; non-finite s_i count as 0 in the tensors with masked[t] (the others have none).
-    Returns (T,) float64: ||w||^2 of the stored values."""
+def _update(ws, ss, a, b, masked, active, owner, start, chunk, ntensors):
+    """Pass 2: w <- a[t] w + b[t] s in place where active[t], computed in float64 and
+    rounded once to w's dtype; non-finite s_i count as 0 in the tensors with masked[t] (the
+    others have none). Returns (T,) float64: ||w||^2 of the stored values (0 if inactive)."""
     nchunks = owner.size
-    part = np.empty(nchunks)
+    part = np.zeros(nchunks)
     for c in prange(nchunks):
         t = owner[c]
+        if not active[t]:
+            continue
         lo = start[c]
         w = ws[t][lo:lo + chunk]
         s = ss[t][lo:lo + chunk]
@@ -278,13 +280,15 @@ class Batch:
                                          g.owner, g.start, g.chunk, g.positions.size)
         return out
 
-    def update(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """w <- a[t] w + b[t] s for every tensor ((T,) float64 a, b), non-finite s_i as 0
-        where ``reduce`` found some; returns (T,) ||w||^2 of the stored values."""
+    def update(self, a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """w <- a[t] w + b[t] s for every tensor with active[t] ((T,) float64 a, b, (T,)
+        bool), non-finite s_i as 0 where ``reduce`` found some; returns (T,) ||w||^2 of the
+        stored values (0 for inactive tensors)."""
         out = np.empty(self.ntensors)
         for g in self._groups:
             out[g.positions] = _update(g.ws, g.ss, a[g.positions], b[g.positions], g.masked,
-                                       g.owner, g.start, g.chunk, g.positions.size)
+                                       active[g.positions], g.owner, g.start, g.chunk,
+                                       g.positions.size)
         for w, w_flat in self._write_back:
             w[...] = w_flat.reshape(w.shape)
         return out

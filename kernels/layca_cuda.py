@@ -263,13 +263,14 @@ class Batch:
         sums = self._finish(partials)[:, 0]  # rows of inactive tensors were never written
         return np.where(active, sums, 0.0)
 
-    def update(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """w <- a[t] w + b[t] s for every tensor ((T,) float64 a, b); returns (T,) ||w||^2."""
+    def update(self, a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """w <- a[t] w + b[t] s for every tensor with active[t] ((T,) float64 a, b, (T,)
+        bool); returns (T,) ||w||^2 (0 for inactive tensors)."""
         partials = self._empty((self._rows, 1))
-        for t, (w, s) in enumerate(zip(self._ws, self._ss)):
+        for t in np.flatnonzero(active):
             _update_partials[self._blocks[t], self._threads, self._stream, self._threads * 8](
-                w, s, float(a[t]), float(b[t]), partials, self._first_host[t])
-        sums = self._finish(partials)[:, 0]
+                self._ws[t], self._ss[t], float(a[t]), float(b[t]), partials, self._first_host[t])
+        sums = self._finish(partials)[:, 0]  # rows of inactive tensors were never written
         for w, flat in self._write_back:
             w[...] = flat.reshape(w.shape)
-        return sums
+        return np.where(active, sums, 0.0)

@@ -41,13 +41,17 @@ stated where they act:
 * NaN / Inf entries of s are replaced by 0 and counted in the state (their Appendix A.2,
   item 4, recommends the replacement without counting).
 
-The step of one tensor is ``kernels.layca_reference.layca_reference`` (the project's one
-unfused Layca step), or with ``fused=True`` the fused kernel ``kernels.layca`` (two passes
-over memory); both report a ``kernels.LaycaInfo``. A zero step leaves the weights unchanged.
+The step of all Layca tensors is the fused kernel ``kernels.layca`` (two passes over memory,
+all tensors in one call), or with ``fused=False`` the unfused reference
+``kernels.layca_reference.layca_reference``; both report a ``kernels.LaycaInfo`` per tensor.
+A zero step leaves the weights unchanged.
 
-``GradientTransformation.update`` returns *updates* (``params + updates`` are the new
-params): the update of a Layca tensor is ``w_new - w``, so the new weights are w_new up
-to one rounding of the addition, and the next step 4 removes that rounding again.
+Two ways to apply it. ``update_in_place`` (the training loop's path, fused only) writes the
+new weights into the parameters' arrays: five array passes per tensor in all.
+``update`` (the pure reference, for tests and for ``fused=False``) returns *updates*
+(``params + updates`` are the new params): the update of a Layca tensor is ``w_new - w``
+(computed on a copy), so the new weights are w_new up to one rounding of the addition,
+which the next step 4 removes again.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernels.layca import layca_update_many
+from kernels.layca import StepOverflowError, layca_update_many
 from kernels.layca_reference import layca_reference
 
 from .._checks import check_mask
@@ -170,7 +174,7 @@ def kernel_layer_index(mask: Mask) -> list[dict[str, int]]:
 # ---- the transform -----------------------------------------------------------------------------
 def layca(base: GradientTransformation, lr: float | Schedule, alpha: float = 0.0, *,
           mask: Mask, layer_index: list[dict[str, int]], others: str = "frozen",
-          eps: float = 1e-7, fused: bool = False) -> GradientTransformation:
+          eps: float = 1e-7, fused: bool = True) -> GradientTransformation:
     """Layca (Algorithm 1) around the base direction rule ``base``.
 
     Parameters
@@ -187,10 +191,12 @@ def layca(base: GradientTransformation, lr: float | Schedule, alpha: float = 0.0
     others : tensors not in ``mask``: "frozen" (no update; the paper's default) or "base"
         (updated by the base rule: w <- w - rho(t) d, no layer multiplier, no rotation).
     eps : a projected base step with norm <= eps becomes a zero step (weights unchanged).
-    fused : use ``kernels.layca.layca_update_many`` (the same four steps fused into two
-        passes over memory, NumPy or CuPy arrays) instead of the unfused reference
-        ``kernels.layca_reference.layca_reference``. The results agree to rounding; unlike
-        the reference, the kernels raise on a finite step whose squares overflow float64.
+    fused : True (default): the fused kernel ``kernels.layca.layca_update_many`` (the same
+        four steps in two passes over memory, NumPy or CuPy arrays), which the training loop
+        applies in place (``update_in_place``); False: the unfused reference
+        ``kernels.layca_reference.layca_reference``, through ``update`` only. The two agree
+        to rounding (float64: within 1e-12 after hundreds of steps, tests/engine/optim/
+        test_layca.py); a step whose squares overflow float64 is done by the reference.
 
     The state (``LaycaState``) holds the update count, ||w_0|| of every Layca tensor, the
     counts of non-finite entries and zero steps per tensor, and the base rule's state (of
@@ -221,44 +227,81 @@ def layca(base: GradientTransformation, lr: float | Schedule, alpha: float = 0.0
         zero_steps = [{name: 0 for name in layer} for layer in norms]
         return LaycaState(0, norms, nonfinite, zero_steps, base.init(base_part(params)))
 
-    def update(grads, state, params):
+    def base_steps(grads, state, params):
+        """The base rule's steps, and the Layca tensors present in the gradients (network
+        order) with their rate and target norm."""
         check_mask(mask, grads, tree_name="the gradients", exact=False)
         steps, base_state = base.update(base_part(grads), state.base, base_part(params))
         rho = schedule(state.count)
-        # the Layca tensors present in the gradients, in network order
         jobs = [(i, name) for i, m in enumerate(mask) for name, on in m.items()
                 if on and name in grads[i]]
-        ws = [params[i][name] for i, name in jobs]
-        ss = [steps[i][name] for i, name in jobs]
         rhos = [rho * float(factors[layer_index[i][name]]) for i, name in jobs]
         norms = [state.initial_norm[i][name] for i, name in jobs]
+        return steps, base_state, rho, jobs, rhos, norms
+
+    def next_state(state, jobs, infos, base_state):
+        nonfinite = [dict(d) for d in state.nonfinite]
+        zero_steps = [dict(d) for d in state.zero_steps]
+        for (i, name), info in zip(jobs, infos):
+            nonfinite[i][name] += info.nonfinite
+            zero_steps[i][name] += int(info.zero_step)
+        return LaycaState(state.count + 1, state.initial_norm, nonfinite, zero_steps, base_state)
+
+    def others_steps(steps):
+        """(layer, name, d) of the tensors outside the mask that the base rule updates."""
+        if others != "base":
+            return []
+        return [(i, name, d) for i, m in enumerate(mask) for name, d in steps[i].items() if not m[name]]
+
+    def update(grads, state, params):
+        steps, base_state, rho, jobs, rhos, norms = base_steps(grads, state, params)
+        ws = [params[i][name] for i, name in jobs]
+        ss = [steps[i][name] for i, name in jobs]
         if fused:  # in place on copies: the caller's parameters are never modified
             new_ws = [w.copy() for w in ws]
-            infos = layca_update_many(new_ws, ss, rhos, norms, eps=eps)
+            infos = _fused_in_place(new_ws, ss, rhos, norms, eps)
         else:
             results = [layca_reference(w, s, r, n, eps=eps) for w, s, r, n in zip(ws, ss, rhos, norms)]
             new_ws, infos = [r[0] for r in results], [r[1] for r in results]
-
         updates: list[dict] = [{} for _ in grads]
-        nonfinite = [dict(d) for d in state.nonfinite]
-        zero_steps = [dict(d) for d in state.zero_steps]
         for (i, name), w, w_new, info in zip(jobs, ws, new_ws, infos):
             updates[i][name] = array_module(w).zeros_like(w) if info.zero_step else w_new - w
-            nonfinite[i][name] += info.nonfinite
-            zero_steps[i][name] += int(info.zero_step)
-        if others == "base":
-            for i, m in enumerate(mask):
-                for name, d in steps[i].items():
-                    if not m[name]:
-                        updates[i][name] = (-rho) * d
-        return updates, LaycaState(state.count + 1, state.initial_norm, nonfinite, zero_steps,
-                                   base_state)
+        for i, name, d in others_steps(steps):
+            updates[i][name] = (-rho) * d
+        return updates, next_state(state, jobs, infos, base_state)
 
-    return GradientTransformation(init, update)
+    def update_in_place(grads, state, params):
+        """``update`` written straight into params' arrays: the fused kernel's two passes
+        (five array passes per tensor) and nothing else; the new weights are w_new itself,
+        not w + (w_new - w)."""
+        steps, base_state, rho, jobs, rhos, norms = base_steps(grads, state, params)
+        ws = [params[i][name] for i, name in jobs]
+        infos = _fused_in_place(ws, [steps[i][name] for i, name in jobs], rhos, norms, eps)
+        for i, name, d in others_steps(steps):
+            params[i][name] -= rho * d
+        return next_state(state, jobs, infos, base_state)
+
+    return GradientTransformation(init, update, update_in_place if fused else None)
+
+
+def _fused_in_place(ws: list, ss: list, rhos: list, norms: list, eps: float) -> list:
+    """``kernels.layca.layca_update_many`` in place on ``ws``. A step whose squares overflow
+    float64 (finite entries beyond ~1e154), which the kernel refuses before writing
+    anything, is done by the unfused reference instead: it rescales the step first."""
+    try:
+        return layca_update_many(ws, ss, rhos, norms, eps=eps)
+    except StepOverflowError:
+        infos = []
+        for w, s, r, n in zip(ws, ss, rhos, norms):
+            w_new, info = layca_reference(w, s, r, n, eps=eps)
+            w[...] = w_new
+            infos.append(info)
+        return infos
 
 
 def _initial_norm(w, layer: int, name: str) -> float:
-    norm = float(array_module(w).linalg.norm(w))
+    """||w_0|| in float64 (a float32 norm would put the sphere off by up to ~n u32)."""
+    norm = float(array_module(w).linalg.norm(w.astype(np.float64, copy=False)))
     if not (math.isfinite(norm) and norm > 0):
         raise ValueError(f"layca: layer {layer} parameter {name!r} has norm {norm}: Layca "
                          f"rotates a tensor on the sphere of its initial norm, which must be "
@@ -361,4 +404,3 @@ def rotation_monitor(initial_params: Params, mask: Mask,
                 for j, v in layer_rotation(params, initial_params, mask).items()}
 
     return monitor
-

@@ -1,10 +1,16 @@
 """Gradient transformations in the style of optax: pairs of pure functions.
 
-A ``GradientTransformation`` is ``(init, update)``::
+A ``GradientTransformation`` is ``(init, update)``, and optionally ``update_in_place``::
 
     state = opt.init(params)
     updates, state = opt.update(grads, state, params)
     params = apply_updates(params, updates)            # params + updates
+    # or, where a transform provides it (Layca's fused step):
+    state = opt.update_in_place(grads, state, params)  # params' arrays updated in place
+
+``update_in_place`` is the same step written to the parameters' own arrays, without
+materialising the updates; it is what ``engine.training.train`` uses when it is not None
+(on its own copy of the parameters). ``update`` stays the pure reference for tests.
 
 State is explicit and typed (a NamedTuple per transform) and never mutated: ``update``
 returns a new one. Gradients may leave tensors out (``Network.backward(mask=...)`` omits
@@ -38,8 +44,11 @@ __all__ = [
 
 
 class GradientTransformation(NamedTuple):
-    init: Callable[[Any], Any]
-    update: Callable[[Any, Any, Any], tuple[Any, Any]]
+    init: Callable[[Any], Any]  # params -> state
+    update: Callable[[Any, Any, Any], tuple[Any, Any]]  # (grads, state, params) -> (updates, state)
+    # (grads, state, params) -> state, writing params + updates into params' arrays; None
+    # where the transform has no in-place form (then the caller applies ``update``)
+    update_in_place: Callable[[Any, Any, Any], Any] | None = None
 
 
 # ---- states ------------------------------------------------------------------------

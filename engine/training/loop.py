@@ -27,7 +27,7 @@ from .steps import Batch, GradientStep, plain_gradient
 from ..losses import softmax_cross_entropy, squared_error
 from ..network import Mask, Network
 from ..optim.transforms import GradientTransformation
-from ..optim.tree import apply_updates, tree_flatten
+from ..optim.tree import apply_updates, tree_flatten, tree_map
 from ..streams import stream
 
 __all__ = ["TrainState", "NonFiniteLossError", "init_train_state", "train", "evaluate",
@@ -123,6 +123,9 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
 
     Parameters
     ----------
+    opt : applied with ``opt.update_in_place`` where it has one (Layca's fused step), on
+        a copy of ``ts.params`` made once per call, else with ``update`` + ``apply_updates``;
+        ``ts`` is never modified.
     data : the training and evaluation arrays; cast once to the parameters' dtype.
     batch_size, mode : mini-batching (``engine.training.data.batch_indices``, keyed by ``ts.seed``).
     eval_every : evaluate after every ``eval_every``-th iteration (default: once per
@@ -159,6 +162,9 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     positive_int(eval_every, "eval_every")
 
     params, net_state, opt_state = ts.params, ts.net_state, ts.opt_state
+    in_place = opt.update_in_place is not None
+    if in_place:  # the optimizer writes into the parameters: into the loop's own copy
+        params = tree_map(lambda a: a.copy(), params)
     history = {k: list(v) for k, v in ts.history.items()}
     for key in ("batch_loss", "eval_iteration", "skipped"):
         history.setdefault(key, [])
@@ -187,8 +193,11 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
                 history["batch_loss"].append(math.nan)
                 history["skipped"].append(t)
             else:
-                updates, opt_state = opt.update(result.grads, opt_state, params)
-                params = apply_updates(params, updates)
+                if in_place:
+                    opt_state = opt.update_in_place(result.grads, opt_state, params)
+                else:
+                    updates, opt_state = opt.update(result.grads, opt_state, params)
+                    params = apply_updates(params, updates)
                 net_state = net.update_state(net_state, result.caches)
                 history["batch_loss"].append(result.loss)
             for key, value in result.info.items():

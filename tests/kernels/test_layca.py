@@ -225,6 +225,21 @@ def test_cancellation_without_the_fallback_would_lose_accuracy(monkeypatch):
     assert _max_rel(formula_only, unfused) >= 1e-7
 
 
+@pytest.mark.parametrize("sin_theta", [0.2, 1e-2, 1e-4, 1e-6])
+def test_nearly_parallel_steps_keep_the_norm_to_rounding(sin_theta):
+    """The closed-form norm assumes the normalised step exactly orthogonal to w; it is so
+    only to ~u / sin(theta). The kernel rescales those tensors to r0 after pass 2 (like step
+    4 of the reference): the norm after the step is r0 to a few roundings, the reported
+    norm is the measured one, and a well-conditioned step is not touched twice."""
+    w, s = _nearly_parallel(sin_theta)
+    r0 = 1.7
+    fused = w.copy()
+    info = layca_update(fused, s, 0.8, r0)
+    measured = float(np.linalg.norm(fused))
+    assert abs(measured / r0 - 1) <= 4 * np.finfo(np.float64).eps
+    assert info.norm == pytest.approx(measured, rel=1e-15)
+
+
 def test_fallback_forced_everywhere_still_matches(monkeypatch, chunk):
     """Ratio 1: ||p|| is always recomputed directly (the residual pass on every tensor)."""
     monkeypatch.setattr(config, "LAYCA_CANCELLATION_RATIO", 1.0)
