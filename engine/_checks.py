@@ -3,6 +3,7 @@ and what was received, so that a wrong call is fixed from the message alone."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,29 @@ def check_mask(mask: Any, tree: Any, *, name: str = "mask", tree_name: str = "pa
                 walk(mm, tt, layer_names[i] if top else f"{where}[{i}]")
 
     walk(mask, tree, "")
+
+
+def real_number(value: Any, name: str, *, minimum: float | None = None,
+                open_minimum: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (Python or NumPy; not a bool)
+    >= ``minimum`` (> with ``open_minimum``); else TypeError (not a number) or ValueError."""
+    import numbers
+
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    bound = "" if minimum is None else f" {'>' if open_minimum else '>='} {minimum:g}"
+    if not math.isfinite(v) or (minimum is not None and (v < minimum or (open_minimum and v == minimum))):
+        raise ValueError(f"{name}: expected a finite number{bound}, got {value!r}")
+    return v
+
+
+def boolean(value: Any, name: str) -> bool:
+    """``value`` if it is a bool (Python or NumPy), else TypeError: a string such as "yes"
+    or a number is not silently taken as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def positive_number(value: Any, name: str) -> None:

@@ -56,6 +56,9 @@ def fwht(x, *, normalized: bool = False, out=None):
     Returns the transformed array (``out`` if given). An empty batch returns an empty result.
     """
     n = _validate(x)
+    if not isinstance(normalized, (bool, np.bool_)):
+        raise TypeError(f"normalized: expected True or False, got {type(normalized).__name__} "
+                        f"{normalized!r}")
     if out is not None and (out.shape != x.shape or out.dtype != x.dtype or is_cupy_array(out) != is_cupy_array(x)):
         raise ValueError(f"out: expected an array of shape {tuple(x.shape)} and dtype {x.dtype} on "
                          f"x's device, got shape {tuple(out.shape)} and dtype {out.dtype}")

@@ -148,7 +148,10 @@ class HadamardHead(_FixedHead):
     are orthogonal" (ledger row H4).
 
     Parameters: ``alpha`` (1,) initialised ``alpha_init`` (default 1/sqrt(C)) if
-    ``learn_alpha``; ``b`` (C,) ~ U(-1/sqrt(C), 1/sqrt(C)). No state; Q is never stored
+    ``learn_alpha``; ``b`` (C,) ~ U(-1/sqrt(C), 1/sqrt(C)). The rows of H_n[:, :N] repeat
+    with period 2^ceil(log2 N): C > N gives linearly dependent rows (the paper's ShuffleNet
+    head, 960 x 1000, does), and C beyond that period gives duplicate rows, classes that
+    differ only by their bias, which is refused unless ``allow_duplicate_rows``. No state; Q is never stored
     (neither here nor in params or state). Input (N_batch, d_in) -> output (N_batch, C).
 
     ``method`` picks how Q is applied (both give the same numbers to rounding):
@@ -174,11 +177,23 @@ class HadamardHead(_FixedHead):
     learn_alpha: bool = True
     eps: float = 1e-8
     method: str = "auto"
+    allow_duplicate_rows: bool = False
 
     def __post_init__(self):
         self._validate_common()
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if not isinstance(self.allow_duplicate_rows, bool):
+            raise TypeError(f"allow_duplicate_rows: expected a bool, got {self.allow_duplicate_rows!r}")
+        period = next_power_of_two(self.d_in)
+        if self.n_classes > period and not self.allow_duplicate_rows:
+            repeats = self.n_classes - period
+            raise ValueError(
+                f"n_classes: expected at most 2^ceil(log2 d_in) = {period} for d_in = {self.d_in}, "
+                f"got {self.n_classes}: the rows of H_n[:, :d_in] repeat with period {period}, so "
+                f"{repeats} class{'es' if repeats > 1 else ''} would have the same row of Q as an "
+                f"earlier one (classes that differ only by their bias); pass "
+                f"allow_duplicate_rows=True to build it anyway")
 
     @property
     def initial_alpha(self) -> float:

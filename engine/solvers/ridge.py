@@ -17,12 +17,14 @@ rank-k update (BLAS ``syrk``, half the flops of a general product), ``N lam`` is
 its diagonal in place, and the system is solved by Cholesky, never by an explicit
 inverse. ``auto`` picks the primal system when d <= N and the dual otherwise. When the
 system is not positive definite (lam = 0 and Phi rank-deficient), the SVD gives the
-minimum-norm solution, with a warning.
+minimum-norm solution, with a warning. Forming Phi^T Phi squares the condition number of
+Phi: in float32 that loses every digit from cond(Phi) ~ 4e3 on, so a float32 system whose
+LAPACK condition estimate shows more than half the digits lost (rcond < sqrt(eps32)) is
+solved again in float64 and W rounded to float32 once (``FLOAT32_RCOND_MIN``).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg.blas import get_blas_funcs
 
-from .._checks import all_finite, float_array
+from .._checks import all_finite, float_array, real_number
 
 __all__ = ["RidgeSolution", "ridge", "ridge_path", "GramAccumulator", "kernel_ridge",
            "rkhs_norm", "ridge_objective", "ridge_gradient", "RankDeficientWarning"]
@@ -61,8 +63,7 @@ def _check_problem(phi, y, lam):
         raise TypeError(f"Y: dtype {y.dtype} does not match Phi's dtype {phi.dtype}")
     all_finite(phi, "Phi")
     all_finite(y, "Y")
-    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lam: expected a finite number >= 0, got {lam!r}")
+    real_number(lam, "lam", minimum=0)
     return y.reshape(len(y), -1)  # (N, C)
 
 
@@ -85,9 +86,19 @@ def _add_to_diagonal(a, value):
 
 def _cholesky_solve(a, rhs):
     """Solve a x = rhs for symmetric positive definite a (upper triangle used, overwritten);
-    raises LinAlgError if a is not positive definite."""
+    raises LinAlgError if a is not positive definite. Returns x and LAPACK's estimate of
+    the reciprocal condition number of a (1-norm)."""
+    upper = np.triu(a)
+    anorm = float(np.abs(upper + np.triu(a, 1).T).sum(axis=0).max())  # ||a||_1 of the symmetric a
     factor = scipy.linalg.cho_factor(a, lower=False, overwrite_a=True, check_finite=False)
-    return scipy.linalg.cho_solve(factor, rhs, check_finite=False)
+    pocon = scipy.linalg.get_lapack_funcs("pocon", (factor[0],))
+    rcond, _ = pocon(factor[0], anorm, uplo="U")
+    return scipy.linalg.cho_solve(factor, rhs, check_finite=False), float(rcond)
+
+
+# float32 normal equations square cond(Phi): where the system's reciprocal condition falls
+# below sqrt(eps32) (more than half of float32's digits lost), it is solved again in float64.
+FLOAT32_RCOND_MIN = float(np.sqrt(np.finfo(np.float32).eps))
 
 
 def _svd_solve(phi, y, n_lam):
@@ -99,6 +110,18 @@ def _svd_solve(phi, y, n_lam):
     scale = np.zeros_like(s)
     scale[keep] = s[keep] / (s[keep] ** 2 + n_lam)
     return vt.T @ (scale[:, None] * (u.T @ y))  # (d, C)
+
+
+def _normal_equations(phi, y, n_lam, method):
+    """W^T (d, C) from the primal (d x d) or dual (N x N) system, and its rcond."""
+    if method == "primal":
+        a = _gram_features(phi)  # (d, d)
+        _add_to_diagonal(a, n_lam)
+        return _cholesky_solve(a, phi.T @ y)  # (d, C)
+    k = _gram_samples(phi)  # (N, N)
+    _add_to_diagonal(k, n_lam)
+    alpha, rcond = _cholesky_solve(k, y)
+    return phi.T @ alpha, rcond  # W^T = Phi^T alpha
 
 
 def ridge(Phi, Y, lam: float, method: str = "auto", fit_bias: bool = False) -> RidgeSolution:
@@ -131,14 +154,16 @@ def ridge(Phi, Y, lam: float, method: str = "auto", fit_bias: bool = False) -> R
     wt = None
     if method in ("primal", "dual"):
         try:
-            if method == "primal":
-                a = _gram_features(phi)  # (d, d)
-                _add_to_diagonal(a, n_lam)
-                wt = _cholesky_solve(a, phi.T @ y)  # (d, C)
-            else:
-                k = _gram_samples(phi)  # (N, N)
-                _add_to_diagonal(k, n_lam)
-                wt = phi.T @ _cholesky_solve(k, y)  # Phi^T alpha
+            try:
+                wt, rcond = _normal_equations(phi, y, n_lam, method)
+                refine = phi.dtype == np.float32 and rcond < FLOAT32_RCOND_MIN
+            except np.linalg.LinAlgError:
+                if phi.dtype != np.float32:
+                    raise
+                refine = True  # singular in float32 need not be singular in float64
+            if refine:
+                wt, _ = _normal_equations(phi.astype(np.float64), y.astype(np.float64), n_lam, method)
+                wt = wt.astype(np.float32)
         except np.linalg.LinAlgError:
             warnings.warn(f"ridge: the {method} system with lam = {lam:g} is not positive definite "
                           f"(Phi is rank-deficient); returning the minimum-norm solution from the SVD",
@@ -249,8 +274,7 @@ class GramAccumulator:
         """The primal ridge solution over all rows added (same conventions as ``ridge``)."""
         if self.n == 0:
             raise ValueError("GramAccumulator.solve: no rows were added")
-        if not (math.isfinite(lam) and lam >= 0):
-            raise ValueError(f"lam: expected a finite number >= 0, got {lam!r}")
+        real_number(lam, "lam", minimum=0)
         a = np.triu(self.gram)
         a = a + np.triu(a, 1).T  # full symmetric copy (the accumulator keeps its state)
         b = self.cross.copy()
@@ -260,7 +284,7 @@ class GramAccumulator:
             b -= self.n * np.outer(mu, mu_y)
         _add_to_diagonal(a, self.n * lam)
         try:
-            wt = _cholesky_solve(np.asfortranarray(a), b)
+            wt, _ = _cholesky_solve(np.asfortranarray(a), b)
         except np.linalg.LinAlgError:
             warnings.warn(f"GramAccumulator.solve: the system with lam = {lam:g} is not positive "
                           f"definite; returning the minimum-norm solution", RankDeficientWarning,
@@ -283,7 +307,7 @@ def kernel_ridge(Phi, Y, lam: float) -> np.ndarray:
     y = _check_problem(Phi, Y, lam)
     k = _gram_samples(Phi)
     _add_to_diagonal(k, len(Phi) * lam)
-    return _cholesky_solve(k, y)
+    return _cholesky_solve(k, y)[0]
 
 
 def rkhs_norm(W, Phi) -> float:

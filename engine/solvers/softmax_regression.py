@@ -18,7 +18,8 @@ Two solvers, which must agree:
 * ``method="lbfgs"``: scipy's L-BFGS-B on the same value and hand-written gradient.
 * ``method="auto"`` (default): "newton" up to ``NEWTON_DENSE_MAX`` parameters, else "newton-cg".
 
-Both return the KKT residual ||grad J||_2 at the returned point.
+All return the KKT residual ||grad J||_2 at the returned point and whether it reached
+``tol`` (``converged``); L-BFGS typically stalls near 1e-10 .. 1e-9, above the default tol.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from .._checks import all_finite, float_array
+from .._checks import all_finite, float_array, positive_int, real_number
 from .curvature import hessian, hvp, objective
 
 __all__ = ["SoftmaxSolution", "fit_softmax_regression"]
@@ -44,6 +45,7 @@ class SoftmaxSolution(NamedTuple):
     kkt_residual: float  # ||grad J||_2 at (W, b)
     iterations: int
     method: str
+    converged: bool = True  # kkt_residual <= tol; False: the residual it reached is above
 
 
 def _pack(W, b):
@@ -67,34 +69,67 @@ def fit_softmax_regression(Phi, labels, lam: float, *, fit_bias: bool = True,
 
     Parameters
     ----------
-    Phi : (N, d) float64 features; labels : (N,) integer labels in [0, C)
-    lam : > 0 (at lam = 0 separable data has no finite optimum)
-    n_classes : C (default: labels.max() + 1)
-    W0, b0 : starting point (default zeros); b0 is shifted to sum 0
+    Phi : (N, d) float64 features, N, d >= 1; labels : (N,) NumPy integer labels in [0, C)
+    lam : finite, > 0 (at lam = 0 separable data has no finite optimum)
+    n_classes : C >= 2 (default: labels.max() + 1). With ``fit_bias``, every class needs at
+        least one sample: the unpenalised bias of an absent class would go to -inf (J has
+        no minimiser), so that is an error; without a bias W stays finite (lam > 0).
+    W0, b0 : starting point of shapes (C, d) and (C,) (default zeros); b0 is shifted to sum 0
+
+    Returns a ``SoftmaxSolution``; ``converged`` is False when the solver stopped (iteration
+    limit, or no decrease left to rounding) with ``kkt_residual`` still above ``tol``.
     """
     float_array(Phi, "Phi")
-    if Phi.ndim != 2:
-        raise ValueError(f"Phi: expected shape (N, d), got {tuple(Phi.shape)}")
+    if Phi.ndim != 2 or Phi.shape[0] == 0 or Phi.shape[1] == 0:
+        raise ValueError(f"Phi: expected shape (N, d) with N, d >= 1, got {tuple(Phi.shape)}")
     all_finite(Phi, "Phi")
+    if not isinstance(labels, np.ndarray):
+        raise TypeError(f"labels: expected a NumPy integer array, got {type(labels).__name__}")
     if labels.ndim != 1 or labels.shape[0] != Phi.shape[0] or labels.dtype.kind not in "iu":
         raise ValueError(f"labels: expected integer labels of shape ({Phi.shape[0]},), got "
                          f"{labels.dtype} {tuple(labels.shape)}")
-    if not lam > 0:
-        raise ValueError(f"lam: expected > 0 (the optimum may not exist at lam = 0), got {lam}")
+    lam = real_number(lam, "lam", minimum=0, open_minimum=True)
     if method not in ("auto", "newton", "newton-cg", "lbfgs"):
         raise ValueError(f"method: expected 'auto', 'newton', 'newton-cg' or 'lbfgs', got {method!r}")
-    c = int(n_classes if n_classes is not None else labels.max() + 1)
+    tol = real_number(tol, "tol", minimum=0, open_minimum=True)
+    if max_iter is not None:
+        positive_int(max_iter, "max_iter")
+    if labels.min() < 0:
+        raise ValueError(f"labels: expected labels >= 0, got {labels.min()}")
+    c = int(labels.max()) + 1 if n_classes is None else positive_int(n_classes, "n_classes", 2)
+    if c < 2:
+        raise ValueError("labels: all labels are 0; a softmax over one class is constant "
+                         "(pass n_classes >= 2)")
+    if labels.max() >= c:
+        raise ValueError(f"labels: expected labels < n_classes = {c}, got {labels.max()}")
     d = Phi.shape[1]
-    W = np.zeros((c, d), Phi.dtype) if W0 is None else np.array(W0, dtype=Phi.dtype)
+    counts = np.bincount(labels, minlength=c)
+    if fit_bias and not counts.all():
+        absent = np.flatnonzero(counts == 0)
+        raise ValueError(f"labels: class{'es' if absent.size > 1 else ''} "
+                         f"{', '.join(map(str, absent[:10]))} ha{'ve' if absent.size > 1 else 's'} no "
+                         f"sample: with an unpenalised bias, J has no minimiser (that class's "
+                         f"b_c -> -inf); drop the class (n_classes) or pass fit_bias=False")
+    W = np.zeros((c, d), Phi.dtype) if W0 is None else _start(W0, (c, d), Phi.dtype, "W0")
     b = None
     if fit_bias:
-        b = np.zeros(c, Phi.dtype) if b0 is None else np.array(b0, dtype=Phi.dtype)
+        b = np.zeros(c, Phi.dtype) if b0 is None else _start(b0, (c,), Phi.dtype, "b0")
         b -= b.mean()  # the gauge sum_c b_c = 0
     if method == "lbfgs":
         return _lbfgs(Phi, labels, lam, W, b, tol, max_iter or 20_000)
     if method == "auto":
         method = "newton" if c * d + (c if fit_bias else 0) <= NEWTON_DENSE_MAX else "newton-cg"
     return _newton(Phi, labels, lam, W, b, tol, max_iter or 100, method)
+
+
+def _start(x, shape, dtype, name) -> np.ndarray:
+    """A copy of the starting point ``x`` after checking its shape and values."""
+    if not hasattr(x, "shape") or tuple(x.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got "
+                         f"{tuple(x.shape) if hasattr(x, 'shape') else type(x).__name__}")
+    float_array(x, name)
+    all_finite(x, name)
+    return np.array(x, dtype=dtype)
 
 
 def _newton(Phi, labels, lam, W, b, tol, max_iter, method) -> SoftmaxSolution:
@@ -112,13 +147,18 @@ def _newton(Phi, labels, lam, W, b, tol, max_iter, method) -> SoftmaxSolution:
     for it in range(max_iter):
         res = _residual(obj)
         if res <= tol:
-            return SoftmaxSolution(W, b, res, it, method)
+            return SoftmaxSolution(W, b, res, it, method, True)
         g = _pack(obj.grad_W, obj.grad_b)
         if method == "newton":
             h = hessian(W, b, Phi, labels, lam, "ce")
             h += np.outer(gauge, gauge)
-            step = -scipy.linalg.cho_solve(scipy.linalg.cho_factor(h, check_finite=False), g,
-                                           check_finite=False)
+            try:
+                factor = scipy.linalg.cho_factor(h, check_finite=True)
+            except (np.linalg.LinAlgError, ValueError):
+                raise ValueError(f"Phi: the Hessian of J is not positive definite in float64 "
+                                 f"(max |Phi| = {np.abs(Phi).max():.3g}: its squares overflow or "
+                                 f"swamp 2 lam = {2 * lam:g}); rescale Phi") from None
+            step = -scipy.linalg.cho_solve(factor, g, check_finite=False)
         else:
             def apply(v, W=W, b=b):
                 hv_w, hv_b = hvp(W, b, Phi, labels, lam, *_unpack(v, c, d, b is not None), "ce")
@@ -134,9 +174,15 @@ def _newton(Phi, labels, lam, W, b, tol, max_iter, method) -> SoftmaxSolution:
                 break
             t /= 2
             if t < 1e-10:  # no decrease possible: J is flat to rounding here
-                return SoftmaxSolution(W, b, res, it, method)
+                return SoftmaxSolution(W, b, res, it, method, False)
+        if b_new is not None:
+            # J is invariant along the gauge direction, but conjugate gradients (and
+            # rounding) let sum(b) drift: put it back to 0 exactly (J and grad unchanged)
+            b_new = b_new - b_new.mean()
+            new = objective(W_new, b_new, Phi, labels, lam, "ce")
         W, b, obj = W_new, b_new, new
-    return SoftmaxSolution(W, b, _residual(obj), max_iter, method)
+    res = _residual(obj)
+    return SoftmaxSolution(W, b, res, max_iter, method, res <= tol)
 
 
 def _conjugate_gradients(apply, rhs, tol: float, max_iter: int) -> np.ndarray:
@@ -175,5 +221,8 @@ def _lbfgs(Phi, labels, lam, W, b, tol, max_iter) -> SoftmaxSolution:
     if fit_bias:
         b = b - b.mean()  # L-BFGS also keeps sum(b) fixed up to rounding; restore the gauge
     obj = objective(W, b, Phi, labels, lam, "ce")
-    return SoftmaxSolution(W.copy(), None if b is None else b.copy(), _residual(obj),
-                           int(result.nit), "lbfgs")
+    res = _residual(obj)
+    # L-BFGS-B often stops on its own criteria (no progress in rounding) above ``tol``:
+    # the flag and the residual reached say so instead of a silent promise
+    return SoftmaxSolution(W.copy(), None if b is None else b.copy(), res, int(result.nit),
+                           "lbfgs", res <= tol)

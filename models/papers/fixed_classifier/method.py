@@ -43,8 +43,8 @@ def head(variant: str, n_features: int, n_classes: int, seed: int) -> Layer:
 def hadamard_head_q(d_in: int, n_classes: int, method: str = "auto") -> np.ndarray:
     """The Q (C, N) that ``HadamardHead`` applies, read back through its forward pass:
     logits of the unit rows of I_N with alpha = 1, b = 0 and eps = 1e-300 (so that
-    ||e_k|| + eps == 1 exactly) are the columns of Q."""
-    layer = HadamardHead(d_in, n_classes, eps=1e-300, method=method)
+    ||e_k|| + eps == 1 exactly) are the columns of Q. Any C, duplicate rows included."""
+    layer = HadamardHead(d_in, n_classes, eps=1e-300, method=method, allow_duplicate_rows=True)
     qt, _ = layer.forward({"alpha": np.ones(1), "b": np.zeros(n_classes)}, np.eye(d_in))
     return qt.T
 

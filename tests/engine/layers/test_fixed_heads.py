@@ -49,7 +49,7 @@ GRAD_CASES = [
 @pytest.mark.parametrize("method", ["fwht", "dense"])
 @pytest.mark.parametrize("d_in, n_classes, batch", GRAD_CASES)
 def test_hadamard_head_gradient(d_in, n_classes, batch, method, rng):
-    layer = HadamardHead(d_in, n_classes, method=method)
+    layer = HadamardHead(d_in, n_classes, method=method, allow_duplicate_rows=True)
     errors = check_layer(layer, random_params(layer, rng), rng.standard_normal((batch, d_in)))
     assert max(errors.values()) < GRAD_TOL, errors
 
@@ -75,7 +75,7 @@ def test_gradient_with_fixed_alpha_and_tiny_rows(layer, rng):
 # ---- the forward pass against explicit matrices ---------------------------------------------
 @pytest.mark.parametrize("d_in, n_classes", [(5, 3), (8, 8), (3, 10), (100, 10)])
 def test_hadamard_head_is_the_truncated_sylvester_matrix(d_in, n_classes, rng):
-    layer = HadamardHead(d_in, n_classes)
+    layer = HadamardHead(d_in, n_classes, allow_duplicate_rows=True)
     n = 2 ** math.ceil(math.log2(max(d_in, n_classes)))
     assert layer.n == n
     params = random_params(layer, rng)
@@ -100,7 +100,8 @@ def test_orthogonal_head_uses_the_state_q(rng):
 @pytest.mark.parametrize("d_in, n_classes", [(64, 10), (100, 10), (342, 100), (3, 10), (1, 1),
                                              (1024, 1000)])
 def test_fwht_path_equals_dense_path(d_in, n_classes, rng):
-    fast, dense = (HadamardHead(d_in, n_classes, method=m) for m in ("fwht", "dense"))
+    fast, dense = (HadamardHead(d_in, n_classes, method=m, allow_duplicate_rows=True)
+                   for m in ("fwht", "dense"))
     params = random_params(fast, rng)
     x = rng.standard_normal((5, d_in))
     dy = rng.standard_normal((5, n_classes))
@@ -235,6 +236,10 @@ def test_a_zero_row_gives_the_bias_and_a_finite_gradient(rng):
     (lambda: OrthogonalHead(4, 2, learn_alpha="yes"), TypeError, "learn_alpha: expected a bool"),
     (lambda: OrthogonalHead(4, 2, seed=-1), ValueError, "seed: expected an integer >= 0"),
     (lambda: OrthogonalHead(3, 5), ValueError, r"needs C <= N = d_in = 3, got n_classes = 5"),
+    (lambda: HadamardHead(3, 5), ValueError, r"n_classes: expected at most 2\^ceil\(log2 d_in\) = 4 "
+     r"for d_in = 3, got 5: .* so 1 class would have the same row of Q .* allow_duplicate_rows=True"),
+    (lambda: HadamardHead(2, 1000), ValueError, r"998 classes would have the same row"),
+    (lambda: HadamardHead(3, 4, allow_duplicate_rows=1), TypeError, "allow_duplicate_rows: expected a bool"),
 ])
 def test_bad_hyper_parameters_are_refused(make, error, match):
     with pytest.raises(error, match=match):

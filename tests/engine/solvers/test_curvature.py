@@ -95,7 +95,7 @@ def test_solver_without_bias_and_auto_choice():
 
 def test_solver_bad_input():
     phi, y, _, _ = problem("ce")
-    with pytest.raises(ValueError, match="lam: expected > 0"):
+    with pytest.raises(ValueError, match="lam: expected a finite number > 0, got 0.0"):
         fit_softmax_regression(phi, y, 0.0)
     with pytest.raises(ValueError, match=r"labels: expected integer labels of shape \(30,\)"):
         fit_softmax_regression(phi, y.astype(float), 0.1)
