@@ -19,12 +19,6 @@ import numpy as np
 from engine.training.io import atomic_path, atomic_write_text
 
 
-def mean_std(values) -> str:
-    """'0.123 ± 0.004' (population std over seeds; '± 0' for one seed)."""
-    v = np.asarray(values, dtype=np.float64)
-    return f"{v.mean():.3f} ± {v.std():.3f}"
-
-
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -173,6 +167,9 @@ def paired(a, b) -> Paired:
     if np.any(d != 0):
         w_p = float(scipy.stats.wilcoxon(d, method="exact" if n <= 50 else "auto").pvalue)
     return Paired(float(d.mean()), float(d.mean()) - half, float(d.mean()) + half, t_p, w_p, n)
+
+
+CI_NOTE = "mean over seeds, ± the half-width of its 95 % t-interval (shown from 3 seeds on)"
 
 
 def mean_ci(values, digits: int = 3) -> str:

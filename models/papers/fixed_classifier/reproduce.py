@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ...experiment import (
-    Steps, markdown_table, mean_std, provenance, pyplot, save_figure, write_report, write_results_h5,
+    CI_NOTE, Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, write_report, write_results_h5,
 )
 from . import protocol
 from .method import HEADS, VARIANTS
@@ -85,12 +85,16 @@ def _label(variant: str) -> str:
 
 
 def _curves(ax, runs: dict, variants) -> None:
-    """Mean over seeds: train error dashed, test error solid, one colour per variant."""
+    """Mean over seeds: train error dashed, test error solid, one colour per variant, the
+    test error's band from the lowest to the highest seed."""
     for k, variant in enumerate(variants):
         r = runs[variant]
         it = r["iteration"][0]
         ax.plot(it, r["train_error"].mean(axis=0), "--", color=f"C{k}")
         ax.plot(it, r["test_error"].mean(axis=0), "-", color=f"C{k}", label=_label(variant))
+        if len(r["test_error"]) > 1:
+            ax.fill_between(it, r["test_error"].min(axis=0), r["test_error"].max(axis=0),
+                            color=f"C{k}", alpha=0.15, linewidth=0)
 
 
 def _figures(results: dict, sets, out: Path) -> None:
@@ -129,7 +133,8 @@ def _report(results, sets, s: Settings, quick: bool, seconds: float, attrs) -> s
     lines = ["# Fix your classifier (Hoffer, Hubara & Soudry 2018), reproduced by lastlayer", "",
              f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds, {s.iterations} iterations "
              f"per run, {seconds:.0f} s; lastlayer {attrs['lastlayer']}, NumPy {attrs['numpy']}, "
-             f"{attrs['date']}. Numbers are mean ± std over seeds; raw values in `results.h5`.", "",
+             f"{attrs['date']}. Numbers are the {CI_NOTE}; curves are means with a band from the "
+             "lowest to the highest seed; raw values in `results.h5`.", "",
              f"Protocol: MLP trunk d -> {protocol.HIDDEN[0]} -> {protocol.HIDDEN[1]} (ReLU), then "
              f"the head; softmax cross-entropy, SGD momentum {protocol.MOMENTUM}, batch "
              f"{protocol.BATCH}, lr {protocol.LR} divided by 10 at 50 % and 75 % of training, "
@@ -144,11 +149,11 @@ def _report(results, sets, s: Settings, quick: bool, seconds: float, attrs) -> s
         for variant in VARIANTS:
             r = results[name][variant]
             if "alpha" in r:
-                alpha = mean_std(r["alpha"][:, -1])
+                alpha = mean_ci(r["alpha"][:, -1])
             else:
                 alpha = "-" if variant == "learned" else f"{variant.removeprefix('alpha=')} (fixed)"
             rows.append([_label(variant), int(r["head_params"][0]),
-                         mean_std(100 - r["test_error"][:, -1]), mean_std(r["train_error"][:, -1]),
+                         mean_ci(100 - r["test_error"][:, -1]), mean_ci(r["train_error"][:, -1]),
                          alpha])
         lines += [f"### {data}", "",
                   markdown_table(["head", "trainable parameters", "test accuracy (%)",

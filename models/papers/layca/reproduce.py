@@ -30,7 +30,7 @@ from engine import optim, stream
 from engine.training.data import digits
 
 from ...experiment import (
-    Steps, markdown_table, pyplot, run_attributes, save_figure, single_threaded_blas, spearman,
+    CI_NOTE, Steps, markdown_table, mean_ci, pyplot, run_attributes, save_figure, single_threaded_blas, spearman,
     write_report, write_results_h5,
 )
 from . import protocol
@@ -188,16 +188,15 @@ def _figures(results: dict, out: Path) -> None:
 
 
 def _percent(fractions) -> str:
-    """'97.3 ± 0.4': mean ± population std over seeds, in percent."""
-    v = 100 * np.asarray(fractions, dtype=np.float64)
-    return f"{v.mean():.1f} ± {v.std():.1f}"
+    """'97.3 ± 0.4': percent, mean and 95 % t-interval half-width (``mean_ci``)."""
+    return mean_ci(100 * np.asarray(fractions, dtype=np.float64), digits=1)
 
 
 def _report(results: dict, s: Settings, quick: bool, seconds: float, attrs: dict) -> str:
     lines = ["# Layca and layer rotation (Carbonnelle & De Vleeschouwer), reproduced by lastlayer",
              "", f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds, {seconds:.0f} s; "
              f"lastlayer {attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. Numbers "
-             "are mean ± std over seeds (in %); raw values in `results.h5`.", ""]
+             f"(in %) are the {CI_NOTE}; raw values in `results.h5`.", ""]
     lines += _report_section3(results["toy"], s)
     lines += _report_sections5(results["alpha_sweep"], results["angle_deviation"], s)
     lines += _report_section6(results["adaptive"])

@@ -26,7 +26,7 @@ import numpy as np
 from engine.training.data import diabetes, digits, simulated_regression
 
 from ...experiment import (
-    Steps, markdown_table, mean_std, provenance, pyplot, save_figure, write_report, write_results_h5,
+    CI_NOTE, Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, write_report, write_results_h5,
 )
 from . import protocol
 
@@ -95,8 +95,8 @@ def _figures(results: dict, out: Path) -> None:
     plt = pyplot()
     c = results["error_curve"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(c["iteration"], c["classic"], "--", label="classic training")
-    ax.plot(c["iteration"], c["post_training"], "-", label="last 100 iterations: post-training")
+    ax.plot(c["iteration"], c["classic"], "--", label="classic training (seed 0)")
+    ax.plot(c["iteration"], c["post_training"], "-", label="last 100 iterations: post-training (seed 0)")
     ax.set_xlabel("training iteration q")
     ax.set_ylabel("test error (%)")
     ax.set_title("digits MLP (their Fig. 3 protocol)")
@@ -117,8 +117,8 @@ def _figures(results: dict, out: Path) -> None:
 def _report(results, s: Settings, regression_sets, quick: bool, seconds: float, attrs) -> str:
     lines = ["# Post-training (Moreau & Audiffren 2017), reproduced by lastlayer", "",
              f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds, {seconds:.0f} s; lastlayer "
-             f"{attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. Numbers are mean ± "
-             "std over seeds; raw values in `results.h5`.", "",
+             f"{attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. Numbers are the "
+             f"{CI_NOTE}; raw values in `results.h5`.", "",
              "## Table 2: regression, test RMSE", "",
              "Protocol (their Section 4.3 and released code): network d -tanh-> 10 -relu-> 10 -> 1 "
              "(17 and 10 hidden units for the Parkinson-style set), truncated-normal weights "
@@ -132,11 +132,12 @@ def _report(results, s: Settings, regression_sets, quick: bool, seconds: float, 
             paper = protocol.PAPER_TABLE2[paper_key][q]
             holds = r.mean(axis=0)
             order = "yes" if holds[2] <= holds[1] <= holds[0] else "**no**"
-            rows.append([q, mean_std(r[:, 0]), mean_std(r[:, 1]), mean_std(r[:, 2]), order,
-                         " / ".join(f"{v:.3f}" for v in paper)])
+            rows.append([q, mean_ci(r[:, 0]), mean_ci(r[:, 1]), mean_ci(r[:, 2]), order,
+                         *(f"{v:.3f}" for v in paper)])
         lines += [f"### {label}: {data}", "",
                   markdown_table(["iterations", "classic", "+ post-training", "optimal last layer",
-                                  "optimal <= post <= classic", f"paper ({paper_key})"], rows), ""]
+                                  "optimal <= post <= classic", f"paper ({paper_key}): classic",
+                                  "paper: + post-training", "paper: optimal"], rows), ""]
     lines += ["Notes: the paper's Parkinson Telemonitoring data cannot be loaded offline; "
               "scikit-learn's bundled diabetes data (442 x 10, standardised, 70/30 split) takes "
               "its place with the same protocol, so its column of paper numbers is for comparison "
@@ -152,7 +153,7 @@ def _report(results, s: Settings, regression_sets, quick: bool, seconds: float, 
         rows = []
         for q in s.stops:
             r = results["table1"][name][str(q)]
-            rows.append([q] + [mean_std(r[:, i]) for i in range(4)])
+            rows.append([q] + [mean_ci(r[:, i]) for i in range(4)])
         lines += [f"### {'small MLP 64-256-10' if name == 'mlp' else 'small CNN (conv 5x5x32, pool, fc 512)'}",
                   "", markdown_table(["iterations", "as trained", f"+ {protocol.POST_ITERS} classic",
                                       f"+ {protocol.POST_ITERS} post-training", "optimal last layer"], rows), ""]

@@ -102,5 +102,5 @@ def test_reproduce_post_training_smoke(tmp_path, monkeypatch):
         assert f["table1/mlp/50"].shape == (1, 4)
         assert f.attrs["experiment"] == "post-training"
     report = (out / "report.md").read_text()
-    assert "Table 2" in report and "1.185 / 1.117 / 1.075" in report
+    assert "Table 2" in report and "| 1.185 | 1.117 | 1.075 |" in report and "paper: + post-training" in report
     assert "cannot be loaded offline" in report
