@@ -12,13 +12,10 @@ mathematics predicts, the tolerance and a status:
 
 from __future__ import annotations
 
-import json
 import math
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-
-from engine.training.io import atomic_write_text
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -87,16 +84,15 @@ def select(checks: Iterable[Check], prefixes: Iterable[str] | None) -> list[Chec
     return [c for c in checks if c.id.startswith(prefixes)]
 
 
-def _json_value(v: Value) -> Value:
+def json_value(v: Value) -> Value:
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)  # JSON has no NaN / Infinity; keep them readable
     return v
 
 
-def write_json(rows: Iterable[Row], path) -> None:
-    """Write the rows as a JSON list of objects, atomically."""
-    data = [{k: _json_value(v) for k, v in asdict(r).items()} for r in rows]
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+def row_dict(row: Row) -> dict:
+    """A row as the ``--json`` output holds it (non-finite numbers as strings)."""
+    return {k: json_value(v) for k, v in asdict(row).items()}
 
 
 def format_value(v: Value) -> str:

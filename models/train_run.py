@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -97,13 +98,24 @@ class RunResult:
     data: Dataset
     net: Network
     state: TrainState
-    final: dict  # {"train": metrics, "test": metrics}
+    final: dict | None  # {"train": metrics, "test": metrics}; None when stopped early
     seconds: float
+    target: int  # the budget in iterations; state.iteration < target when stopped early
+    saved_at: tuple[int, ...] = ()  # iterations at which a checkpoint was written
 
 
 def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None = None,
-        resume: str | None = None, save: str | None = None, quiet: bool = False) -> RunResult:
-    """Train (or resume) and evaluate. ``resume`` must hold a run with the same settings."""
+        resume: str | None = None, save: str | None = None, save_every: int | None = None,
+        should_stop=None, quiet: bool = False) -> RunResult:
+    """Train (or resume) and evaluate. ``resume`` must hold a run with the same settings.
+
+    save : checkpoint path, written at the end, every ``save_every`` iterations (counted
+        from 0, so a resumed run saves at the same iterations), and when stopped early.
+    should_stop : ``engine.training.train``'s hook (the command line's Ctrl-C / SIGTERM
+        flag): training ends after the current iteration, the checkpoint is written, and
+        the result has ``final`` None and ``state.iteration < target``.
+    Splitting a run into pieces changes nothing: it is bit-identical to one piece.
+    """
     data = load(cfg.data, seed=cfg.split_seed)
     net = build_mlp(data, cfg.hidden, cfg.activation, cfg.dropout)
     opt = make_optimizer(cfg)
@@ -112,11 +124,21 @@ def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None =
     else:
         ts = init_train_state(net, opt, cfg.seed, np.dtype(cfg.dtype))
     total = iterations_for(data, cfg, epochs, iterations)
+    ends = [total]
+    if save and save_every:
+        ends = [*range((ts.iteration // save_every + 1) * save_every, total, save_every), total]
+    saved = []
     t0 = time.perf_counter()
-    ts = train(net, opt, data, ts, iterations=total, batch_size=cfg.batch_size, mode=cfg.mode, quiet=quiet, description=f"train {cfg.data}")
+    for end in ends:
+        ts = train(net, opt, data, ts, iterations=end, batch_size=cfg.batch_size, mode=cfg.mode,
+                   quiet=quiet, description=f"train {cfg.data}", should_stop=should_stop)
+        if save:
+            save_checkpoint(save, net, ts, cfg.to_dict())
+            saved.append(ts.iteration)
+        if ts.iteration < total and (ts.iteration < end or (should_stop is not None and should_stop())):
+            # stopped early (inside this piece, or on a signal that came during the save)
+            return RunResult(cfg, data, net, ts, None, time.perf_counter() - t0, total, tuple(saved))
     seconds = time.perf_counter() - t0
-    if save:
-        save_checkpoint(save, net, ts, cfg.to_dict())
     final = {}
     for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         x = x.astype(cfg.dtype)
@@ -124,7 +146,37 @@ def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None =
         final[name] = evaluate(net, ts.params, ts.net_state, x, y, data.task)
         if data.target_scale is not None:  # RMSE in the target's own units as well
             final[name]["rmse_original_units"] = final[name]["rmse"] * float(data.target_scale[0])
-    return RunResult(cfg, data, net, ts, final, seconds)
+    return RunResult(cfg, data, net, ts, final, seconds, total, tuple(saved))
+
+
+def memory_estimate(data: Dataset, cfg: TrainConfig, eval_batch: int = 2048) -> dict:
+    """Bytes a run needs at least, before it starts: parameters with their gradients,
+    updates and optimizer slots, and the activations of one training batch and one
+    evaluation chunk (forward caches and backward buffers). Returns the parts and "total"."""
+    widths = [data.n_features, *cfg.hidden, data.n_outputs]
+    n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    slots = {"adam": 2, "momentum": 1, "nesterov": 1, "sgd_amom": 1, "rmsprop": 1, "adagrad": 1}
+    itemsize = np.dtype(cfg.dtype).itemsize
+    parameters = itemsize * n_params * (3 + slots.get(cfg.optimizer, 0))
+    rows = max(cfg.batch_size, min(eval_batch, len(data.x_train)))
+    activations = itemsize * rows * sum(widths) * 4
+    return {"parameters": n_params, "parameter_bytes": parameters,
+            "activation_bytes": activations, "total": parameters + activations}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def config_of_checkpoint(path: str) -> TrainConfig:

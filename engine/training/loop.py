@@ -117,7 +117,8 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
           eval_every: int | None = None, mask: Mask | None = None, loss: Callable | None = None,
           on_nonfinite: str = "raise", quiet: bool = False, description: str = "training",
           eval_train: bool = True, monitor: Callable[[int, list], dict] | None = None,
-          monitor_every: int = 1, step: GradientStep = plain_gradient) -> TrainState:
+          monitor_every: int = 1, step: GradientStep = plain_gradient,
+          should_stop: Callable[[], bool] | None = None) -> TrainState:
     """Train until ``iterations`` updates have been done in total (counting those already
     in ``ts``); return the new state.
 
@@ -142,6 +143,10 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
         back-propagation by default, ``sam_gradient(rho)`` for SAM, PoF's step. The extra
         numbers a step reports are appended to the history under their names (NaN at a
         skipped step).
+    should_stop : called after every iteration; when it returns True, training stops there
+        and the state at that iteration is returned (``iteration`` says how far it got), as
+        if ``iterations`` had been that number: resuming from it continues bit-identically.
+        The command line passes a flag set by Ctrl-C / SIGTERM.
     """
     positive_int(batch_size, "batch_size")
     if on_nonfinite not in ("raise", "skip"):
@@ -210,6 +215,9 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
                 for key, value in monitor(done, params).items():
                     history.setdefault(key, []).append(value)
             progress.advance(history)
+            if should_stop is not None and done < iterations and should_stop():
+                return replace(ts, params=params, net_state=net_state, opt_state=opt_state,
+                               iteration=done, history=history)
 
     return replace(ts, params=params, net_state=net_state, opt_state=opt_state,
                    iteration=max(iterations, ts.iteration), history=history)

@@ -19,8 +19,11 @@ def test_verify_selected_rows_pass_and_write_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "G-Dense" in text and "G-SoftmaxCE" in text and "G-Conv2D" not in text
     assert "2 checks: 2 passed, 0 failed" in text
-    rows = json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    assert set(data) == {"result", "timings", "lastlayer"}
+    rows = data["result"]["rows"]
     assert [r["id"] for r in rows] == ["G-Dense", "G-SoftmaxCE"]
+    assert set(data["timings"]["row_seconds"]) == {"G-Dense", "G-SoftmaxCE"}
     assert set(rows[0]) == {"id", "description", "measured", "expected", "tolerance", "status"}
     assert all(r["status"] == "PASS" and r["measured"] < r["tolerance"] for r in rows)
 
@@ -34,7 +37,8 @@ def test_a_failing_row_makes_verify_exit_1(monkeypatch, capsys):
 
 def test_a_prefix_that_selects_nothing_is_a_usage_error(capsys):
     assert cli.main(["verify", "--only", "Z9"]) == 2
-    assert "selects no check" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "selects no check; IDs start with C, E, G, H, M, P" in err and "C1-" not in err
 
 
 def test_list_runs_nothing(monkeypatch, capsys):

@@ -1,0 +1,126 @@
+"""Running the claims ledger: rows in worker processes, reported as each one completes.
+
+The checks are grouped by paper (the first letter of their ID: a paper's rows share cached
+computations, such as a trained model, that a split would compute twice) and the groups
+are handed to ``jobs`` worker processes, longest first (``GROUP_SECONDS``, measured on 2
+cores). Each worker sends every row back the moment it is measured, so the caller can
+print it. Every check runs with the BLAS and OpenMP pools limited to one thread, in a
+worker or not: the numbers do not depend on the number of jobs or of cores.
+
+Workers are started with "spawn" (fresh interpreters: no state inherited from a parent that
+may already run Numba or BLAS threads). A worker that fails or dies is reported at once,
+not waited for, and the workers are terminated whenever the parent stops (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+from threadpoolctl import threadpool_limits
+
+from .ledger import Check, Row, run_check
+
+__all__ = ["GROUP_SECONDS", "default_jobs", "groups", "run_rows"]
+
+# Seconds each group took on the project's 2-core machine (serially, one BLAS thread);
+# groups are scheduled longest first. Unknown groups come after these.
+GROUP_SECONDS = {"P": 21.0, "C": 16.0, "H": 9.0, "M": 5.0, "E": 3.0, "G": 2.0}
+
+
+def default_jobs() -> int:
+    """One worker per available core (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def groups(checks: Sequence[Check]) -> list[list[int]]:
+    """Indices of ``checks`` grouped by the first letter of the ID, longest group first."""
+    by_key: dict[str, list[int]] = {}
+    for i, c in enumerate(checks):
+        by_key.setdefault(c.id[:1], []).append(i)
+    order = sorted(by_key, key=lambda k: (-GROUP_SECONDS.get(k, 0.0), -len(by_key[k]), k))
+    return [by_key[k] for k in order]
+
+
+def _timed(check: Check) -> tuple[Row, float]:
+    t0 = time.perf_counter()
+    with threadpool_limits(1):
+        row = run_check(check)
+    return row, time.perf_counter() - t0
+
+
+def _worker(tasks, rows) -> None:
+    """A worker process: run groups of check IDs from ``tasks`` until None, sending
+    ("row", id, row, seconds) after each check, or ("error", message) if a group fails
+    outside the checks themselves (``run_check`` turns a check's exception into a row).
+    Ctrl-C is the parent's to handle: the worker ignores SIGINT and is terminated."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .papers import all_checks
+
+    by_id = {c.id: c for c in all_checks()}
+    while (ids := tasks.get()) is not None:
+        try:
+            for check_id in ids:
+                row, seconds = _timed(by_id[check_id])
+                rows.put(("row", check_id, row, seconds))
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
+            rows.put(("error", f"{type(err).__name__}: {err}"))
+            return
+
+
+def run_rows(checks: Sequence[Check], jobs: int,
+             on_row: Callable[[Row, float], None] = lambda row, seconds: None,
+             ) -> tuple[list[Row], dict[str, float]]:
+    """Run ``checks``; ``on_row(row, seconds)`` is called as each completes (in completion
+    order). Returns the rows in the order of ``checks`` and the seconds of each, by ID.
+
+    ``jobs`` <= 1, or a single check: in this process. Otherwise worker processes, which
+    look the checks up by ID in ``models.papers.all_checks()``: checks that are not in the
+    registry (tests) must run with jobs=1. On any exception here (Ctrl-C included) the
+    workers are terminated before it propagates."""
+    results: dict[str, tuple[Row, float]] = {}
+    if jobs <= 1 or len(checks) <= 1:
+        for check in checks:
+            row, seconds = _timed(check)
+            results[check.id] = (row, seconds)
+            on_row(row, seconds)
+    else:
+        context = multiprocessing.get_context("spawn")
+        tasks, rows = context.Queue(), context.Queue()
+        plan = groups(checks)
+        workers = [context.Process(target=_worker, args=(tasks, rows), daemon=True)
+                   for _ in range(min(jobs, len(plan)))]
+        for group in plan:
+            tasks.put([checks[i].id for i in group])
+        for _ in workers:
+            tasks.put(None)
+        for w in workers:
+            w.start()
+        try:
+            while len(results) < len(checks):
+                try:
+                    message = rows.get(timeout=0.5)
+                except queue.Empty:
+                    dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                    if dead:
+                        raise RuntimeError(f"a verify worker process died (exit code {dead[0]})")
+                    continue
+                if message[0] == "error":
+                    raise RuntimeError(f"a verify worker failed: {message[1]}")
+                _, check_id, row, seconds = message
+                results[check_id] = (row, seconds)
+                on_row(row, seconds)
+        finally:
+            for w in workers:
+                if w.is_alive():
+                    w.terminate()
+                w.join()
+    ordered = [results[c.id] for c in checks]
+    return [r for r, _ in ordered], {c.id: s for c, (_, s) in zip(checks, ordered)}

@@ -1,0 +1,232 @@
+"""The command line under bad input, interrupts and pipes, run as a user runs it: the
+installed ``lastlayer`` script in a subprocess.
+
+Every bad flag or path: exit 2, exactly one line on stderr naming the flag, no traceback,
+nothing written, and (for paths) in well under 2 s whatever the size of the run. Ctrl-C /
+SIGTERM: a clean stop with the checkpoint written and no temporary file left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import models.cli as cli
+from engine.training.checkpoint import load_checkpoint
+
+SCRIPT = str(Path(sys.executable).parent / "lastlayer")
+
+
+def lastlayer(*args, cwd=None, timeout=120):
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def assert_usage_error(result, *fragments):
+    """Exit 2, one line on stderr containing every fragment, no traceback, nothing on stdout."""
+    assert result.returncode == 2, (result.returncode, result.stderr, result.stdout)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert result.stdout == ""
+
+
+# ---- flags ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, fragments", [
+    (["--epochs", "0"], ["--epochs", "expected a number in (0, inf)", "'0'"]),
+    (["--epochs", "-1"], ["--epochs", "'-1'"]),
+    (["--epochs", "inf"], ["--epochs", "expected a finite number, got 'inf'"]),
+    (["--epochs", "nan"], ["--epochs", "expected a finite number, got 'nan'"]),
+    (["--epochs", "ten"], ["--epochs", "expected a number, got 'ten'"]),
+    (["--iterations", "0"], ["--iterations", "expected an integer >= 1, got '0'"]),
+    (["--iterations", "2.5"], ["--iterations", "expected an integer, got '2.5'"]),
+    (["--hidden", "12,,4"], ["--hidden", "no empty entry", "'12,,4'"]),
+    (["--hidden", "12,x"], ["--hidden", "comma-separated widths"]),
+    (["--hidden", "0"], ["--hidden", "widths must be >= 1"]),
+    (["--lr", "inf"], ["--lr", "finite"]),
+    (["--lr", "0"], ["--lr", "expected a number in (0, inf)"]),
+    (["--lr", "-0.1"], ["--lr"]),
+    (["--weight-decay", "inf"], ["--weight-decay", "finite"]),
+    (["--weight-decay", "-1"], ["--weight-decay", "expected a number in [0, inf)"]),
+    (["--dropout", "1"], ["--dropout", "expected a number in [0, 1)"]),
+    (["--dropout", "nan"], ["--dropout", "finite"]),
+    (["--seed", "-1"], ["--seed", "expected an integer >= 0, got '-1'"]),
+    (["--seed", "1.5"], ["--seed", "expected an integer"]),
+    (["--split-seed", "-2"], ["--split-seed"]),
+    (["--batch-size", "0"], ["--batch-size", "expected an integer >= 1"]),
+    (["--save-every", "0", "--save", "x.h5"], ["--save-every", "expected an integer >= 1"]),
+    (["--save-every", "5"], ["--save-every needs --save"]),
+    (["--data", "mnist"], ["--data", "invalid choice"]),
+    (["--hidden", "100000000", "--iterations", "1"], ["--hidden 100000000", "needs about", "TB",
+                                                       "memory available"]),
+])
+def test_bad_train_flags(args, fragments, tmp_path):
+    result = lastlayer("train", "--quiet", *args, cwd=tmp_path)
+    assert_usage_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--only", ""], ["--only", "non-empty ID prefix"]),
+    (["--only", "Z9"], ["selects no check; IDs start with C, E, G, H, M, P"]),
+    (["--jobs", "0"], ["--jobs", "expected an integer >= 1"]),
+    (["--json", "."], ["--json .", "is a directory"]),
+])
+def test_bad_verify_flags(args, fragments):
+    assert_usage_error(lastlayer("verify", *args), *fragments)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["pof", "--seeds", "0"], ["--seeds", "expected an integer >= 1"]),
+    (["pof", "--quick", "--out", "__FILE__"], ["--out", "exists and is not a directory"]),
+    (["pof", "--quick", "--out", "__FILE__/sub"], ["--out", "is not a directory"]),
+    (["nothing"], ["invalid choice"]),
+])
+def test_bad_reproduce_flags(args, fragments, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    args = [a.replace("__FILE__", str(a_file)) for a in args]
+    assert_usage_error(lastlayer("reproduce", *args), *fragments)
+
+
+# ---- output paths: checked before any work, fast ----------------------------------------------
+@pytest.mark.parametrize("command", [
+    ["train", "--epochs", "1000", "--save", "{dir}"],
+    ["train", "--epochs", "1000", "--save", "{missing}/ckpt.h5"],
+    ["train", "--epochs", "1000", "--save", "{file}/ckpt.h5"],
+    ["train", "--epochs", "1000", "--json", "{dir}"],
+    ["train", "--epochs", "1000", "--save", "{dir}/same", "--json", "{dir}/same"],
+    ["train", "--resume", "{missing}/ckpt.h5"],
+    ["train", "--resume", "{dir}"],
+    ["verify", "--json", "{missing}/rows.json"],
+    ["verify", "--json", "{file}/rows.json"],
+    ["reproduce", "pof", "--out", "{file}"],
+    ["reproduce", "entame", "--out", "{file}/deeper/still"],
+])
+def test_bad_output_paths_fail_before_any_work(command, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    paths = {"dir": str(tmp_path), "missing": str(tmp_path / "missing"), "file": str(a_file)}
+    args = [a.format(**paths) for a in command]
+    t0 = time.perf_counter()
+    result = lastlayer(*args)
+    seconds = time.perf_counter() - t0
+    assert_usage_error(result, args[args.index(next(a for a in args if str(tmp_path) in a)) - 1])
+    assert seconds < 2.0, f"{seconds:.1f} s to refuse a bad path"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+def test_an_unwritable_directory_is_refused(tmp_path):  # pragma: no cover - not as root
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert_usage_error(lastlayer("train", "--save", str(locked / "c.h5")), "--save", "not writable")
+
+
+def test_an_oserror_is_one_line_never_a_traceback(monkeypatch, capsys):
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cli, "atomic_write_text", refuse)
+    code = cli.main(["verify", "--only", "G-Flatten", "--quiet", "--json", "rows.json"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == "lastlayer verify: rows.json: Permission denied"
+
+
+# ---- interrupts ----------------------------------------------------------------------------------
+def _start_training(tmp_path, *extra):
+    return subprocess.Popen([SCRIPT, "train", "--data", "digits", "--hidden", "32",
+                             "--iterations", "1000000", "--quiet", "--save", str(tmp_path / "c.h5"),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_training(proc, seconds=4.0):
+    time.sleep(seconds)  # startup, compilation, some iterations
+    assert proc.poll() is None, proc.communicate()
+
+
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"),
+                                               (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_stops_training_cleanly_and_the_run_resumes_exactly(tmp_path, signum, code, name):
+    proc = _start_training(tmp_path)
+    _wait_until_training(proc)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert f"stopped by {name} at iteration" in lines[0]
+    assert f"continue with: lastlayer train --resume {tmp_path / 'c.h5'} --iterations 1000000" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]  # no temporary file
+    stopped = load_checkpoint(tmp_path / "c.h5").train_state.iteration
+    assert 0 < stopped < 1_000_000
+
+    # resuming for 40 more iterations equals a run that never stopped
+    target = str(stopped + 40)
+    common = ["--quiet", "--iterations", target]
+    assert lastlayer("train", "--resume", str(tmp_path / "c.h5"), "--save", str(tmp_path / "r.h5"),
+                     "--json", str(tmp_path / "r.json"), *common).returncode == 0
+    assert lastlayer("train", "--data", "digits", "--hidden", "32", "--save", str(tmp_path / "u.h5"),
+                     "--json", str(tmp_path / "u.json"), *common).returncode == 0
+    r, u = (load_checkpoint(tmp_path / f).train_state for f in ("r.h5", "u.h5"))
+    for a, b in zip(r.params, u.params):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    results = [json.loads((tmp_path / f).read_text())["result"] for f in ("r.json", "u.json")]
+    assert json.dumps(results[0], sort_keys=True) == json.dumps(results[1], sort_keys=True)
+
+
+def test_sigterm_while_saving_every_iteration_leaves_a_valid_checkpoint_and_no_temporary(tmp_path):
+    proc = _start_training(tmp_path, "--save-every", "1")
+    _wait_until_training(proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
+    state = load_checkpoint(tmp_path / "c.h5").train_state
+    assert f"at iteration {state.iteration} of" in err
+
+
+def test_save_every_writes_checkpoints_that_resume_to_the_same_run(tmp_path):
+    """--save-every splits the run into pieces: the result is that of one piece."""
+    common = ["train", "--data", "toy", "--hidden", "8", "--iterations", "95", "--quiet"]
+    assert cli.main(common + ["--save", str(tmp_path / "a.h5"), "--save-every", "20"]) == 0
+    assert cli.main(common + ["--save", str(tmp_path / "b.h5")]) == 0
+    a, b = (load_checkpoint(tmp_path / f).train_state for f in ("a.h5", "b.h5"))
+    assert a.iteration == b.iteration == 95 and a.history == b.history
+    for x, y in zip(a.params, b.params):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_ctrl_c_during_verify_stops_at_once_with_one_line(tmp_path):
+    proc = subprocess.Popen([SCRIPT, "verify", "--jobs", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip() == "lastlayer verify: interrupted; nothing partial was written"
+
+
+# ---- verify in a pipe ------------------------------------------------------------------------------
+def test_verify_in_a_pipe_prints_one_line_per_row_as_it_completes():
+    proc = subprocess.Popen([SCRIPT, "verify", "--only", "G-Dense", "G-ReLU", "H1", "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # arrives before the run ends
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = [first] + rest.splitlines()
+    rows = [line for line in lines if line.split() and line.split()[0] in ("G-Dense", "G-ReLU", "H1")]
+    assert len(rows) == 3 and all(" PASS " in r for r in rows)
+    assert "┃" not in rest  # no table after streamed rows
+    assert "3 checks: 3 passed, 0 failed, 0 differ from the paper" in rest
