@@ -3,10 +3,13 @@
     lastlayer verify [--only PREFIX ...] [--json PATH] [--list] [--wide] [--jobs N]
     lastlayer train [--data NAME] [--hidden 128,128] [--epochs E] [--optimizer NAME] ...
     lastlayer reproduce PAPER [--quick] [--seeds N] [--out DIR]
+    lastlayer head fit FEATURES (--targets Y | --labels L) --loss {squared,ce} ... --out HEAD.h5
+    lastlayer head eval HEAD.h5 FEATURES (--targets Y | --labels L)
 
 ``verify`` prints the claims ledger, one row per check, and exits 1 if any row is FAIL.
 ``train`` trains an MLP on an embedded dataset and prints its final losses and accuracy
-(or RMSE). ``reproduce`` runs a paper's experiments.
+(or RMSE). ``reproduce`` runs a paper's experiments. ``head`` fits the exact ridge or
+softmax last layer on features read from files (``models/head_cli.py``).
 
 Bad input never starts work: every flag is checked (finite, in range, named in the message)
 and every output path is checked writable before anything runs; a usage error exits 2 with
@@ -38,7 +41,7 @@ from engine.optim import OPTIMIZERS
 from engine.training import DATASETS, CheckpointError, NonFiniteLossError, load
 from engine.training.io import atomic_write_text
 
-from . import train_run
+from . import head_cli, train_run
 from .ledger import DIFFERS, FAIL, PASS, format_value, json_value, row_dict, select
 from .papers import PAPERS, all_checks, paper
 from .signals import exit_code, graceful_stop
@@ -397,6 +400,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- head ----------------------------------------------------------------------------------------
+def cmd_head(args: argparse.Namespace) -> int:
+    return head_cli.cmd_head(args, _check_output_file, _dump, _console)
+
+
 # ---- the parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -478,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_reproduce)
+
+    head = head_cli.add_parser(sub, _Parser, _real, _integer)
+    head.set_defaults(func=cmd_head)
     return parser
 
 

@@ -8,6 +8,10 @@
 * ``eigen``: top eigenpairs of that Hessian (dense and Lanczos), Rayleigh quotients, and
   Hessian-vector products of any layer of a network by central differences.
 * ``line_search``: the exact minimum of a last-layer loss along a direction (PoF's eq. 2).
+* ``estimators``: ``ExactRidgeHead`` / ``ExactSoftmaxHead``, scikit-learn estimators for
+  the exact head on a user's features, lambda by K-fold / LOO / GCV, data in memory,
+  streamed from .npy / .npz / .h5 / .zarr files (``sources``), or summed on a Dask
+  cluster (``runners``); the pieces in ``ridge_cv`` and ``softmax_streamed``.
 
 All use the objective J(W, b) = (1/N) sum_i loss(W Phi_i + b, y_i) + lam ||W||_F^2 of
 docs/claims.md (the bias is not penalised).
@@ -21,6 +25,7 @@ from .ridge import (
     ridge_objective, ridge_path, rkhs_norm,
 )
 from .softmax_regression import SoftmaxSolution, fit_softmax_regression
+from .sources import ArraySource, open_source
 
 __all__ = [
     "ridge", "ridge_path", "GramAccumulator", "kernel_ridge", "rkhs_norm", "ridge_objective",
@@ -29,4 +34,14 @@ __all__ = [
     "objective", "hessian", "hvp", "logit_hessians", "Objective",
     "top_eigenpairs", "rayleigh_quotient", "layer_hvp", "layer_top_eigenpair", "Eigenpairs",
     "LineProfile", "LineMinimum", "line_minimum", "released_line_search",
+    "ExactRidgeHead", "ExactSoftmaxHead", "evaluate_head", "ArraySource", "open_source",
 ]
+
+
+def __getattr__(name: str):
+    """The estimators import scikit-learn (~0.8 s): loaded on first use, not with the engine."""
+    if name in ("ExactRidgeHead", "ExactSoftmaxHead", "evaluate_head"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

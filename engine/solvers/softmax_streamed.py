@@ -1,0 +1,309 @@
+"""The exact softmax head when the features are streamed: Newton-CG on chunk sums.
+
+Objective (docs/claims.md): J(W, b) = (1/N) sum_i CE(W Phi_i + b, y_i) + lam ||W||_F^2,
+the bias unpenalised with the gauge sum_c b_c = 0; scikit-learn's multinomial
+``LogisticRegression(C=1 / (2 N lam))`` minimises the same. The value, the gradient and
+every Hessian-vector product are sums over rows, computed chunk by chunk by a runner (in
+this process or on Dask workers); memory is one chunk and a few C x d arrays. The Newton
+iteration is that of ``engine.solvers.softmax_regression`` (Newton-CG, CG to relative
+accuracy min(1/2, sqrt(||g||)), Armijo backtracking, b put back on its gauge after every
+step), so the two agree to their tolerance.
+
+``fit_streamed`` solves one lambda from a warm start; ``softmax_path`` follows a decreasing
+lambda grid, each solve starting from the previous solution (the solutions move smoothly
+with lambda, so a few Newton steps suffice), on a subset of rows (the training folds),
+with the held-out rows' mean cross-entropy and accuracy for cross-validation. On a subset
+of n < N rows the penalty stays that of the whole problem, N lam ||W||^2 (as scikit-learn's
+LogisticRegressionCV keeps one C for every fold).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .sources import ArraySource, check_chunk, row_chunks
+
+__all__ = ["StreamedSolution", "fit_streamed", "softmax_path", "ranges_of", "class_counts"]
+
+
+class StreamedSolution(NamedTuple):
+    W: np.ndarray  # (C, d)
+    b: np.ndarray | None  # (C,), sum 0
+    kkt_residual: float
+    iterations: int
+    converged: bool
+
+
+def ranges_of(pieces, chunk_rows: int) -> list[tuple[int, int]]:
+    """Chunk ranges covering the row intervals ``pieces`` [(start, stop), ...]."""
+    out = []
+    for lo, hi in pieces:
+        out += [(s + lo, e + lo) for s, e in row_chunks(hi - lo, chunk_rows)]
+    return out
+
+
+def _read(start, stop, phi_src, lab_src, classes):
+    phi = phi_src.read(start, stop)
+    check_chunk(phi, start, "features")
+    labels = lab_src.read(start, stop)
+    y = np.searchsorted(classes, labels)
+    bad = (y >= len(classes)) | (classes[np.minimum(y, len(classes) - 1)] != labels)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + start
+        raise ValueError(f"labels: row {row} holds {labels[row - start]!r}, not one of the classes "
+                         f"found when the fit started")
+    return phi.astype(np.float64, copy=False), y
+
+
+def _probabilities(phi, W, b):
+    z = phi @ W.T
+    if b is not None:
+        z += b
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, z - np.log(s)
+
+
+def _chunk_value_grad(start, stop, phi_src, lab_src, classes, W, b, with_grad):
+    phi, y = _read(start, stop, phi_src, lab_src, classes)
+    p, logp = _probabilities(phi, W, b)
+    rows = np.arange(len(y))
+    ce = -float(logp[rows, y].sum())
+    correct = float((p.argmax(axis=1) == y).sum())
+    if not with_grad:
+        return np.array([ce, correct]),
+    dz = p
+    dz[rows, y] -= 1.0
+    return np.array([ce, correct]), dz.T @ phi, dz.sum(axis=0)
+
+
+def _chunk_hvp(start, stop, phi_src, lab_src, classes, W, b, V, vb):
+    phi, _ = _read(start, stop, phi_src, lab_src, classes)
+    p, _ = _probabilities(phi, W, b)
+    u = phi @ V.T
+    if vb is not None:
+        u += vb
+    au = p * (u - (p * u).sum(axis=1, keepdims=True))  # A_i u_i, A_i = diag(p) - p p^T
+    return au.T @ phi, au.sum(axis=0)
+
+
+def _chunk_hessian(start, stop, phi_src, lab_src, classes, W, b):
+    """(value terms, gradient, the exact Hessian of the summed CE over the rows) for the
+    dense Newton step: parameters [vec(W) by class rows; b]. With B = [Phi p_1, ..., Phi p_C]
+    (rows x C d): H_WW = blockdiag_c(Phi^T diag(p_c) Phi) - B^T B, H_Wb = D - B^T P,
+    H_bb = diag(sum p) - P^T P. Rows are taken in blocks so that B stays near 16 MB."""
+    phi_all, y_all = _read(start, stop, phi_src, lab_src, classes)
+    c, d = W.shape
+    size = c * d + (c if b is not None else 0)
+    hessian = np.zeros((size, size))
+    value, grad_w, grad_b = np.zeros(2), np.zeros((c, d)), np.zeros(c)
+    step = max(1, (16 << 20) // (8 * c * d))
+    for lo in range(0, len(y_all), step):
+        phi, y = phi_all[lo:lo + step], y_all[lo:lo + step]
+        p, logp = _probabilities(phi, W, b)
+        rows = np.arange(len(y))
+        value += [-float(logp[rows, y].sum()), float((p.argmax(axis=1) == y).sum())]
+        dz = p.copy()
+        dz[rows, y] -= 1.0
+        grad_w += dz.T @ phi
+        grad_b += dz.sum(axis=0)
+        weighted = (p[:, :, None] * phi[:, None, :]).reshape(len(y), c * d)  # B
+        hww = -(weighted.T @ weighted)
+        for k in range(c):
+            hww[k * d:(k + 1) * d, k * d:(k + 1) * d] += weighted[:, k * d:(k + 1) * d].T @ phi
+        hessian[:c * d, :c * d] += hww
+        if b is not None:
+            hwb = -(weighted.T @ p)
+            hwb[np.arange(c * d), np.repeat(np.arange(c), d)] += (p.T @ phi).ravel()
+            hessian[:c * d, c * d:] += hwb
+            hessian[c * d:, :c * d] += hwb.T
+            hessian[c * d:, c * d:] += np.diag(p.sum(axis=0)) - p.T @ p
+    return value, grad_w, grad_b, hessian
+
+
+def _chunk_labels(start, stop, lab_src):
+    labels = lab_src.read(start, stop)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels: expected integer class labels, got {labels.dtype} "
+                         f"(rows {start}-{stop - 1})")
+    return np.unique(labels, return_counts=True)
+
+
+def class_counts(runner, labels: ArraySource, chunk_rows: int, pieces=None) -> dict[int, int]:
+    """Label -> count over the rows (one pass; ``pieces`` restricts to row intervals)."""
+    ranges = ranges_of(pieces or [(0, labels.rows)], chunk_rows)
+    total: dict[int, int] = {}
+    for values, counts in runner.map_list(_chunk_labels, ranges, runner.prepare(labels)):
+        for v, k in zip(values.tolist(), counts.tolist()):
+            total[v] = total.get(v, 0) + k
+    return dict(sorted(total.items()))
+
+
+class _Problem:
+    """J, its gradient and Hessian-vector products on the rows of ``ranges``."""
+
+    def __init__(self, runner, phi, labels, classes, ranges, lam, fit_bias, progress=None):
+        self.runner, self.ranges, self.lam, self.fit_bias = runner, ranges, lam, fit_bias
+        self.phi, self.labels = runner.prepare(phi), runner.prepare(labels)
+        self.classes = classes
+        self.n = float(sum(stop - start for start, stop in ranges))
+        self.progress = progress
+
+    def value(self, W, b, with_grad=True):
+        out = self.runner.map_sum(_chunk_value_grad, self.ranges, self.phi, self.labels, self.classes,
+                                  W, b, with_grad, progress=self.progress)
+        value = out[0][0] / self.n + self.lam * float((W * W).sum())
+        if not with_grad:
+            return value, None, None
+        gW = out[1] / self.n + 2 * self.lam * W
+        gb = out[2] / self.n if self.fit_bias else None
+        return value, gW, gb
+
+    def newton_terms(self, W, b):
+        """J, its gradient and its exact Hessian (parameters [vec(W); b]) in one pass."""
+        out, gW, gb, h = self.runner.map_sum(_chunk_hessian, self.ranges, self.phi, self.labels,
+                                             self.classes, W, b, progress=self.progress)
+        value = out[0] / self.n + self.lam * float((W * W).sum())
+        gW = gW / self.n + 2 * self.lam * W
+        gb = gb / self.n if self.fit_bias else None
+        h = h / self.n
+        idx = np.arange(W.size)
+        h[idx, idx] += 2 * self.lam
+        return value, gW, gb, h
+
+    def hvp(self, W, b, V, vb):
+        hW, hb = self.runner.map_sum(_chunk_hvp, self.ranges, self.phi, self.labels, self.classes,
+                                     W, b, V, vb, progress=self.progress)
+        return hW / self.n + 2 * self.lam * V, (hb / self.n if self.fit_bias else None)
+
+
+def _norm(gW, gb):
+    return float(np.sqrt((gW * gW).sum() + (0.0 if gb is None else (gb * gb).sum())))
+
+
+# Up to this many parameters (C d + C) the Hessian is accumulated exactly, chunk by chunk,
+# and Newton's step is a Cholesky solve (scikit-learn's newton-cholesky does the same in
+# memory): a handful of passes whatever lambda. Beyond, Newton-CG on Hessian-vector
+# products, whose CG iterations grow like sqrt(cond(H)) ~ 1 / sqrt(lam) for small lam.
+DENSE_NEWTON_MAX = 4096
+
+
+def fit_streamed(problem: _Problem, W0, b0, tol: float, max_iter: int) -> StreamedSolution:
+    """Newton's method from (W0, b0): the exact Hessian up to ``DENSE_NEWTON_MAX``
+    parameters, else Newton-CG (module docstring)."""
+    W, b = W0.copy(), (None if b0 is None else b0 - b0.mean())
+    c = W.shape[0]
+    gauge = 1.0 / np.sqrt(c)
+    dense = W.size + (c if b is not None else 0) <= DENSE_NEWTON_MAX
+    if dense:
+        value, gW, gb, hessian = problem.newton_terms(W, b)
+    else:
+        value, gW, gb = problem.value(W, b)
+    for it in range(max_iter):
+        res = _norm(gW, gb)
+        if res <= tol:
+            return StreamedSolution(W, b, res, it, True)
+        if dense:
+            sW, sb = _dense_step(hessian, gW, gb, gauge)
+        else:
+            sW, sb = _cg_step(problem, W, b, gW, gb, gauge, res)
+        slope = float((gW * sW).sum()) + (0.0 if gb is None else float(gb @ sb))
+        t = 1.0
+        while True:
+            W_new = W + t * sW
+            b_new = None if b is None else b + t * sb
+            new_value, _, _ = problem.value(W_new, b_new, with_grad=False)
+            if new_value <= value + 1e-4 * t * slope:
+                break
+            t /= 2
+            if t < 1e-10:  # no decrease left to rounding
+                return StreamedSolution(W, b, res, it, False)
+        if b_new is not None:
+            b_new = b_new - b_new.mean()  # the gauge sum_c b_c = 0, exactly
+        W, b = W_new, b_new
+        if dense:
+            value, gW, gb, hessian = problem.newton_terms(W, b)
+        else:
+            value, gW, gb = problem.value(W, b)
+    res = _norm(gW, gb)
+    return StreamedSolution(W, b, res, max_iter, res <= tol)
+
+
+def _dense_step(hessian, gW, gb, gauge):
+    """Newton's step -H^-1 g; the flat gauge direction e of b is lifted by e e^T (H e = 0,
+    g . e = 0: the same step, from a positive definite matrix)."""
+    c, d = gW.shape
+    g = gW.ravel() if gb is None else np.concatenate([gW.ravel(), gb])
+    h = hessian.copy()
+    if gb is not None:
+        h[c * d:, c * d:] += gauge * gauge
+    # NumPy's LAPACK, like the products that built h: scipy's separate OpenBLAS pool would
+    # start its own threads while NumPy's still spin, 30-60x slower on a 2-core machine
+    step = -np.linalg.solve(h, g)
+    return step[:c * d].reshape(c, d), (None if gb is None else step[c * d:])
+
+
+def _cg_step(problem, W, b, gW, gb, gauge, res):
+    """Newton-CG: (H + e e^T) s = -g by conjugate gradients on Hessian-vector products,
+    to relative accuracy min(1/2, sqrt(||g||))."""
+    sW, sb = np.zeros_like(W), (None if b is None else np.zeros_like(b))
+    rW, rb = -gW, (None if gb is None else -gb)
+    pW, pb = rW.copy(), (None if rb is None else rb.copy())
+    rr = _norm(rW, rb) ** 2
+    target = min(0.5, np.sqrt(res)) * res
+    for _ in range(2 * W.size + W.shape[0]):
+        if np.sqrt(rr) <= target:
+            break
+        hW, hb = problem.hvp(W, b, pW, pb)
+        if pb is not None:
+            hb = hb + gauge * gauge * pb.sum()
+        curvature = float((pW * hW).sum()) + (0.0 if pb is None else float(pb @ hb))
+        alpha = rr / curvature
+        sW += alpha * pW
+        rW -= alpha * hW
+        if pb is not None:
+            sb += alpha * pb
+            rb -= alpha * hb
+        rr, rr_old = _norm(rW, rb) ** 2, rr
+        pW = rW + (rr / rr_old) * pW
+        if pb is not None:
+            pb = rb + (rr / rr_old) * pb
+    return sW, sb
+
+
+def softmax_path(runner, phi: ArraySource, labels: ArraySource, classes: np.ndarray, lams,
+                 fit_bias: bool, tol: float, max_iter: int, chunk_rows: int,
+                 train=None, held=None, progress=None):
+    """Solutions along ``lams`` (solved from the largest down, each from the previous one)
+    on the rows ``train`` (intervals; all rows if None), and, when ``held`` intervals are
+    given, the held-out (mean CE, accuracy) of each. Returns (solutions, held scores) in the
+    order of ``lams``."""
+    train_ranges = ranges_of(train or [(0, phi.rows)], chunk_rows)
+    held_ranges = ranges_of(held, chunk_rows) if held else None
+    d, c = phi.shape[1], len(classes)
+    W, b = np.zeros((c, d)), (np.zeros(c) if fit_bias else None)
+    order = np.argsort(lams)[::-1]
+    solutions, scores = [None] * len(lams), [None] * len(lams)
+    n_train = sum(stop - start for start, stop in train_ranges)
+    for i in order:
+        # the whole problem's penalty N lam ||W||^2 on n_train rows: lam N / n_train per row
+        # (LogisticRegressionCV keeps one C for every fold)
+        lam = float(lams[i]) * phi.rows / n_train
+        problem = _Problem(runner, phi, labels, classes, train_ranges, lam, fit_bias, progress)
+        sol = fit_streamed(problem, W, b, tol, max_iter)
+        solutions[i] = sol
+        W, b = sol.W, sol.b
+        if held_ranges:
+            out = runner.map_sum(_chunk_value_grad, held_ranges, runner.prepare(phi), runner.prepare(labels),
+                                 classes, W, b, False, progress=progress)
+            n = sum(stop - start for start, stop in held_ranges)
+            scores[i] = (out[0][0] / n, out[0][1] / n)
+    return solutions, scores
+
+
+def make_problem(runner, phi, labels, classes, lam, fit_bias, chunk_rows, progress=None) -> _Problem:
+    return _Problem(runner, phi, labels, classes, ranges_of([(0, phi.rows)], chunk_rows), lam,
+                    fit_bias, progress)
