@@ -257,13 +257,11 @@ def _peak_rss() -> int:
     """Peak resident memory of this process, bytes: Linux's VmHWM (the high-water mark of
     this program's own address space; ``getrusage``'s ru_maxrss would include what a large
     parent held when it forked this process), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    from .train_run import proc_kib
+
+    peak = proc_kib("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) * (1 if sys.platform == "darwin" else 1024)
 

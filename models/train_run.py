@@ -164,15 +164,23 @@ def memory_estimate(data: Dataset, cfg: TrainConfig, eval_batch: int = 2048) -> 
             "activation_bytes": activations, "total": parameters + activations}
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux: MemAvailable), None if unknown."""
+def proc_kib(path: str, key: str) -> int | None:
+    """Bytes of the ``key: N kB`` line of a Linux /proc file (None elsewhere or if absent)."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), None if unknown."""
+    available = proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
