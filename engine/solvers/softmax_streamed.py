@@ -4,10 +4,13 @@ Objective (docs/claims.md): J(W, b) = (1/N) sum_i CE(W Phi_i + b, y_i) + lam ||W
 the bias unpenalised with the gauge sum_c b_c = 0; scikit-learn's multinomial
 ``LogisticRegression(C=1 / (2 N lam))`` minimises the same. The value, the gradient and
 every Hessian-vector product are sums over rows, computed chunk by chunk by a runner (in
-this process or on Dask workers); memory is one chunk and a few C x d arrays. The Newton
-iteration is that of ``engine.solvers.softmax_regression`` (Newton-CG, CG to relative
-accuracy min(1/2, sqrt(||g||)), Armijo backtracking, b put back on its gauge after every
-step), so the two agree to their tolerance.
+this process or on Dask workers); memory is one chunk and a few C x d arrays (plus the
+P x P Hessian, P = C d + C <= 4096, when it is cheaper than conjugate gradients). The
+Newton iteration is that of ``engine.solvers.softmax_regression`` (Newton-CG, CG to
+relative accuracy min(1/2, sqrt(||g||)), Armijo backtracking, b put back on its gauge
+after every step), switching to the exact Hessian once a step needs more than P / 4 CG
+iterations (small lambda: CG iterations grow like 1 / sqrt(lam)); the two solvers agree to
+their tolerance.
 
 ``fit_streamed`` solves one lambda from a warm start; ``softmax_path`` follows a decreasing
 lambda grid, each solve starting from the previous solution (the solutions move smoothly
@@ -184,24 +187,23 @@ def _norm(gW, gb):
     return float(np.sqrt((gW * gW).sum() + (0.0 if gb is None else (gb * gb).sum())))
 
 
-# Up to this many parameters (C d + C) the Hessian is accumulated exactly, chunk by chunk,
-# and Newton's step is a Cholesky solve (scikit-learn's newton-cholesky does the same in
-# memory): a handful of passes whatever lambda. Beyond, Newton-CG on Hessian-vector
-# products, whose CG iterations grow like sqrt(cond(H)) ~ 1 / sqrt(lam) for small lam.
+# Newton's step by conjugate gradients costs one Hessian-vector pass (~4 N P flops, P = C d
+# + C parameters) per CG iteration, and the iterations grow like sqrt(cond(H)) ~ 1/sqrt(lam);
+# the exact Hessian costs one pass of ~N P^2 flops and a solve. So the steps start with CG
+# and, up to DENSE_NEWTON_MAX parameters, switch to the exact Hessian (a direct solve, as
+# scikit-learn's newton-cholesky) once a step has needed more than P / 4 CG iterations.
 DENSE_NEWTON_MAX = 4096
 
 
 def fit_streamed(problem: _Problem, W0, b0, tol: float, max_iter: int) -> StreamedSolution:
-    """Newton's method from (W0, b0): the exact Hessian up to ``DENSE_NEWTON_MAX``
-    parameters, else Newton-CG (module docstring)."""
+    """Newton's method from (W0, b0): steps by conjugate gradients, or by the exact Hessian
+    once CG proves the more expensive (``DENSE_NEWTON_MAX``)."""
     W, b = W0.copy(), (None if b0 is None else b0 - b0.mean())
     c = W.shape[0]
     gauge = 1.0 / np.sqrt(c)
-    dense = W.size + (c if b is not None else 0) <= DENSE_NEWTON_MAX
-    if dense:
-        value, gW, gb, hessian = problem.newton_terms(W, b)
-    else:
-        value, gW, gb = problem.value(W, b)
+    size = W.size + (c if b is not None else 0)
+    dense, hessian = False, None
+    value, gW, gb = problem.value(W, b)
     for it in range(max_iter):
         res = _norm(gW, gb)
         if res <= tol:
@@ -209,7 +211,8 @@ def fit_streamed(problem: _Problem, W0, b0, tol: float, max_iter: int) -> Stream
         if dense:
             sW, sb = _dense_step(hessian, gW, gb, gauge)
         else:
-            sW, sb = _cg_step(problem, W, b, gW, gb, gauge, res)
+            sW, sb, cg_iterations = _cg_step(problem, W, b, gW, gb, gauge, res)
+            dense = size <= DENSE_NEWTON_MAX and cg_iterations > size / 4
         slope = float((gW * sW).sum()) + (0.0 if gb is None else float(gb @ sb))
         t = 1.0
         while True:
@@ -248,13 +251,14 @@ def _dense_step(hessian, gW, gb, gauge):
 
 def _cg_step(problem, W, b, gW, gb, gauge, res):
     """Newton-CG: (H + e e^T) s = -g by conjugate gradients on Hessian-vector products,
-    to relative accuracy min(1/2, sqrt(||g||))."""
+    to relative accuracy min(1/2, sqrt(||g||)). Returns the step and the CG iterations."""
     sW, sb = np.zeros_like(W), (None if b is None else np.zeros_like(b))
     rW, rb = -gW, (None if gb is None else -gb)
     pW, pb = rW.copy(), (None if rb is None else rb.copy())
     rr = _norm(rW, rb) ** 2
     target = min(0.5, np.sqrt(res)) * res
-    for _ in range(2 * W.size + W.shape[0]):
+    iterations = 0
+    for iterations in range(2 * W.size + W.shape[0]):
         if np.sqrt(rr) <= target:
             break
         hW, hb = problem.hvp(W, b, pW, pb)
@@ -271,7 +275,7 @@ def _cg_step(problem, W, b, gW, gb, gauge, res):
         pW = rW + (rr / rr_old) * pW
         if pb is not None:
             pb = rb + (rr / rr_old) * pb
-    return sW, sb
+    return sW, sb, iterations
 
 
 def softmax_path(runner, phi: ArraySource, labels: ArraySource, classes: np.ndarray, lams,
