@@ -230,3 +230,20 @@ def test_verify_in_a_pipe_prints_one_line_per_row_as_it_completes():
     assert len(rows) == 3 and all(" PASS " in r for r in rows)
     assert "┃" not in rest  # no table after streamed rows
     assert "3 checks: 3 passed, 0 failed, 0 differ from the paper" in rest
+
+
+def test_the_table_fits_a_100_column_terminal_one_line_per_row():
+    """86 rows took 445 lines at 100 columns; now one line each (plus header and caption)."""
+    from rich.console import Console
+
+    from models.ledger import PASS, Row
+
+    rows = [Row(f"X{i}", "a long description " * 8, 1e-12 * i, 0.0, 1e-10, PASS) for i in range(86)]
+    console = Console(width=100, record=True)
+    with console.capture() as captured:
+        console.print(cli._table(rows, False, 100))
+    lines = captured.get().splitlines()
+    assert len(lines) <= 86 + 6 and max(len(line) for line in lines) <= 100
+    with console.capture() as captured:
+        console.print(cli._table(rows, True, 100))
+    assert captured.get().count("description") == 86 * 8 + 1  # --wide: every word, and the header
