@@ -29,7 +29,6 @@ import signal
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from rich.console import Console
@@ -42,6 +41,7 @@ from engine.training import DATASETS, CheckpointError, NonFiniteLossError, load
 from engine.training.io import atomic_write_text
 
 from . import head_cli, train_run
+from .experiment import version
 from .ledger import DIFFERS, FAIL, PASS, format_value, json_value, row_dict, select
 from .papers import PAPERS, all_checks, paper
 from .signals import exit_code, graceful_stop
@@ -67,17 +67,10 @@ def _console(stream=None) -> Console:
     return Console(file=stream, width=None if stream.isatty() else 160)
 
 
-def _version() -> str:
-    try:
-        return metadata.version("lastlayer")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
-
-
 def _dump(result: dict, timings: dict) -> str:
     """Result JSON: the numbers under "result" (sorted keys: identical runs, and a resumed
     run and one that never stopped, give byte-identical blocks), wall times apart."""
-    return json.dumps({"result": result, "timings": timings, "lastlayer": _version()},
+    return json.dumps({"result": result, "timings": timings, "lastlayer": version()},
                       indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
@@ -412,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A reference engine for research on the last layer of neural networks: "
                     "hand-written layers, closed-form solvers and a ledger of the papers' claims.",
     )
-    parser.add_argument("--version", action="version", version=f"lastlayer {_version()}")
+    parser.add_argument("--version", action="version", version=f"lastlayer {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 

@@ -70,14 +70,18 @@ def run_attributes(experiment: str, quick: bool, settings) -> dict:
             "settings": dataclasses.asdict(settings), **provenance()}
 
 
-def provenance() -> dict:
+def version() -> str:
+    """The installed lastlayer version ("unknown" when run from a source tree)."""
     from importlib import metadata
 
     try:
-        version = metadata.version("lastlayer")
+        return metadata.version("lastlayer")
     except metadata.PackageNotFoundError:  # pragma: no cover
-        version = "unknown"
-    return {"lastlayer": version, "numpy": np.__version__, "python": platform.python_version(),
+        return "unknown"
+
+
+def provenance() -> dict:
+    return {"lastlayer": version(), "numpy": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 

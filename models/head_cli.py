@@ -36,6 +36,8 @@ from rich.table import Table
 from engine.solvers.runners import SchedulerError
 from engine.training.io import atomic_path, atomic_write_text
 
+from .experiment import version
+
 __all__ = ["add_parser"]
 
 HEAD_FORMAT = "lastlayer-head"
@@ -226,17 +228,9 @@ def _write_head(path, W, b, classes, cv_lams, cv_scores, attrs) -> None:
         if cv_scores is not None:
             f["cv_lams"] = cv_lams
             f["cv_scores"] = cv_scores
-        for k, v in {**attrs, "lastlayer": _version()}.items():
+        for k, v in {**attrs, "lastlayer": version()}.items():
             f.attrs[k] = v
 
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lastlayer")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _cv_figure(path: Path, lams, scores, chosen, loss, cv) -> None:

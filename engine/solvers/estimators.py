@@ -40,7 +40,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from .._checks import positive_int, real_number
 from .ridge_cv import fold_edges, loo_scores, ridge_cv_scores, ridge_statistics, solve_ridge
 from .runners import make_runner
-from .softmax_streamed import class_counts, make_problem, softmax_path
+from .softmax_streamed import class_counts, class_indices, make_problem, scores, softmax_path
 from .sources import ArraySource, default_chunk_rows, open_source
 
 __all__ = ["ExactRidgeHead", "ExactSoftmaxHead", "as_source"]
@@ -267,19 +267,15 @@ def _chunk_eval(start, stop, phi_src, y_src, W, b, loss, classes):
 
     phi = phi_src.read(start, stop)
     check_chunk(phi, start, "features")
-    z = phi.astype(np.float64, copy=False) @ W.T + (0.0 if b is None else b)
+    phi = phi.astype(np.float64, copy=False)
     target = y_src.read(start, stop)
     if loss == "squared":
         check_chunk(target, start, "targets")
-        r = z - target.reshape(len(target), -1)
+        r = phi @ W.T + (0.0 if b is None else b) - target.reshape(len(target), -1)
         return np.array([float((r * r).sum()), 0.0]),
-    y = np.searchsorted(classes, target)
-    known = (y < len(classes)) & (classes[np.minimum(y, len(classes) - 1)] == target)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    rows = np.flatnonzero(known)
-    ce = -float(logp[rows, y[rows]].sum()) if rows.size else 0.0
-    correct = float((z.argmax(axis=1) == np.where(known, y, -1)).sum())
+    y, known = class_indices(target, classes)
+    rows = np.flatnonzero(known)  # a label the head does not know counts as wrong
+    ce, correct = scores(phi[rows], y[rows], W, b) if rows.size else (0.0, 0.0)
     return np.array([ce, correct, float(len(target) - rows.size)]),
 
 

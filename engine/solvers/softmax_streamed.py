@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..losses import softmax_cross_entropy
+from .curvature import hessian, hvp, objective
 from .sources import ArraySource, check_chunk, row_chunks
 
 __all__ = ["StreamedSolution", "fit_streamed", "softmax_path", "ranges_of", "class_counts"]
@@ -47,84 +49,66 @@ def ranges_of(pieces, chunk_rows: int) -> list[tuple[int, int]]:
     return out
 
 
+def class_indices(labels: np.ndarray, classes: np.ndarray):
+    """(positions of ``labels`` in the sorted ``classes``, mask of the labels among them)."""
+    y = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+    return y, classes[y] == labels
+
+
 def _read(start, stop, phi_src, lab_src, classes):
     phi = phi_src.read(start, stop)
     check_chunk(phi, start, "features")
     labels = lab_src.read(start, stop)
-    y = np.searchsorted(classes, labels)
-    bad = (y >= len(classes)) | (classes[np.minimum(y, len(classes) - 1)] != labels)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0]) + start
+    y, known = class_indices(labels, classes)
+    if not known.all():
+        row = int(np.flatnonzero(~known)[0]) + start
         raise ValueError(f"labels: row {row} holds {labels[row - start]!r}, not one of the classes "
                          f"found when the fit started")
     return phi.astype(np.float64, copy=False), y
 
 
-def _probabilities(phi, W, b):
+def scores(phi, y, W, b) -> np.ndarray:
+    """[summed cross-entropy, correct predictions] of the rows ``phi`` with class indices
+    ``y``. The cross-entropy is the very expression ``objective`` evaluates (n times its
+    mean): the line search compares the two, and two formulas differing by a rounding
+    would stall it near the optimum."""
     z = phi @ W.T
     if b is not None:
         z += b
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    return e / s, z - np.log(s)
+    mean, _ = softmax_cross_entropy(z, y)
+    return np.array([len(y) * mean, float((z.argmax(axis=1) == y).sum())])
 
 
+# The chunk functions below turn the engine's per-row means (engine.solvers.curvature, the
+# gradient-checked objective, gradient, Hessian and Hessian-vector product, at lam = 0) into
+# sums over the chunk's rows; the penalty is added once, by _Problem.
 def _chunk_value_grad(start, stop, phi_src, lab_src, classes, W, b, with_grad):
+    """([summed CE, correct], summed dCE/dW, summed dCE/db); without the gradient, the held-out
+    scores only."""
     phi, y = _read(start, stop, phi_src, lab_src, classes)
-    p, logp = _probabilities(phi, W, b)
-    rows = np.arange(len(y))
-    ce = -float(logp[rows, y].sum())
-    correct = float((p.argmax(axis=1) == y).sum())
     if not with_grad:
-        return np.array([ce, correct]),
-    dz = p
-    dz[rows, y] -= 1.0
-    return np.array([ce, correct]), dz.T @ phi, dz.sum(axis=0)
+        return scores(phi, y, W, b),
+    n = len(y)
+    obj = objective(W, b, phi, y, 0.0, "ce")
+    return (np.array([n * obj.value, 0.0]), n * obj.grad_W,
+            n * obj.grad_b if b is not None else np.zeros(len(W)))
 
 
 def _chunk_hvp(start, stop, phi_src, lab_src, classes, W, b, V, vb):
-    phi, _ = _read(start, stop, phi_src, lab_src, classes)
-    p, _ = _probabilities(phi, W, b)
-    u = phi @ V.T
-    if vb is not None:
-        u += vb
-    au = p * (u - (p * u).sum(axis=1, keepdims=True))  # A_i u_i, A_i = diag(p) - p p^T
-    return au.T @ phi, au.sum(axis=0)
+    phi, y = _read(start, stop, phi_src, lab_src, classes)
+    hv_w, hv_b = hvp(W, b, phi, y, 0.0, V, vb, "ce")
+    n = len(y)
+    return n * hv_w, (n * hv_b if hv_b is not None else np.zeros(len(W)))
 
 
 def _chunk_hessian(start, stop, phi_src, lab_src, classes, W, b):
-    """(value terms, gradient, the exact Hessian of the summed CE over the rows) for the
-    dense Newton step: parameters [vec(W) by class rows; b]. With B = [Phi p_1, ..., Phi p_C]
-    (rows x C d): H_WW = blockdiag_c(Phi^T diag(p_c) Phi) - B^T B, H_Wb = D - B^T P,
-    H_bb = diag(sum p) - P^T P. Rows are taken in blocks so that B stays near 16 MB."""
-    phi_all, y_all = _read(start, stop, phi_src, lab_src, classes)
-    c, d = W.shape
-    size = c * d + (c if b is not None else 0)
-    hessian = np.zeros((size, size))
-    value, grad_w, grad_b = np.zeros(2), np.zeros((c, d)), np.zeros(c)
-    step = max(1, (16 << 20) // (8 * c * d))
-    for lo in range(0, len(y_all), step):
-        phi, y = phi_all[lo:lo + step], y_all[lo:lo + step]
-        p, logp = _probabilities(phi, W, b)
-        rows = np.arange(len(y))
-        value += [-float(logp[rows, y].sum()), float((p.argmax(axis=1) == y).sum())]
-        dz = p.copy()
-        dz[rows, y] -= 1.0
-        grad_w += dz.T @ phi
-        grad_b += dz.sum(axis=0)
-        weighted = (p[:, :, None] * phi[:, None, :]).reshape(len(y), c * d)  # B
-        hww = -(weighted.T @ weighted)
-        for k in range(c):
-            hww[k * d:(k + 1) * d, k * d:(k + 1) * d] += weighted[:, k * d:(k + 1) * d].T @ phi
-        hessian[:c * d, :c * d] += hww
-        if b is not None:
-            hwb = -(weighted.T @ p)
-            hwb[np.arange(c * d), np.repeat(np.arange(c), d)] += (p.T @ phi).ravel()
-            hessian[:c * d, c * d:] += hwb
-            hessian[c * d:, :c * d] += hwb.T
-            hessian[c * d:, c * d:] += np.diag(p.sum(axis=0)) - p.T @ p
-    return value, grad_w, grad_b, hessian
+    """([summed CE, 0], summed gradient, summed exact Hessian; parameters [vec(W) by class
+    rows; b]) for the dense Newton step."""
+    phi, y = _read(start, stop, phi_src, lab_src, classes)
+    n = len(y)
+    obj = objective(W, b, phi, y, 0.0, "ce")
+    return (np.array([n * obj.value, 0.0]), n * obj.grad_W,
+            n * obj.grad_b if b is not None else np.zeros(len(W)), n * hessian(W, b, phi, y, 0.0, "ce"))
 
 
 def _chunk_labels(start, stop, lab_src):
