@@ -23,9 +23,16 @@ def test_readme_opens_with_install_and_run_then_install_and_test():
     assert "pip install" in test and "[dev]" in test and "pytest" in test
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert readme_commands()[1] in ci
+def test_ci_runs_both_readme_lines_in_order_and_ends_with_the_test_command():
+    """Line 1 then line 2 in one folder is the order that once broke the CLI (a package
+    shadowed by line 1's leftovers); the installed script is run from outside the
+    repository in between, and the test command is the last line (its summary ends CI)."""
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
+    run, test = readme_commands()[:2]
+    assert run in ci and ci[-1] == test
+    between = ci[ci.index(run) + 1:-1]
+    assert any(line.startswith("(cd / &&") and "lastlayer" in line for line in between)
 
 
 def test_generated_artefacts_are_ignored():
