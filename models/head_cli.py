@@ -34,8 +34,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine.solvers.runners import SchedulerError
+from engine.threads import thread_limits
 from engine.training.io import atomic_path, atomic_write_text
 
+from .cli_checks import Files, UsageError, array_file
 from .experiment import version
 
 __all__ = ["add_parser"]
@@ -43,7 +45,7 @@ __all__ = ["add_parser"]
 HEAD_FORMAT = "lastlayer-head"
 
 
-class HeadUsageError(Exception):
+class HeadUsageError(UsageError):
     """Bad input found before (or while reading) the data: one line, exit 2."""
 
 
@@ -121,13 +123,35 @@ def add_parser(sub, parser_class, real, integer):
 
 
 # ---- fit ------------------------------------------------------------------------------------------
-def cmd_head(args, check_file, dump, console_for) -> int:
+def cmd_head(args, dump, console_for) -> int:
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # its connection retries are not ours to print
     try:
-        return (_fit if args.action == "fit" else _eval)(args, check_file, dump, console_for)
-    except (HeadUsageError, SchedulerError, ValueError, TypeError) as err:
+        return (_fit if args.action == "fit" else _eval)(args, dump, console_for)
+    except (UsageError, SchedulerError, ValueError, TypeError) as err:
         print(f"lastlayer head {args.action}: {err}", file=sys.stderr)
         return 2
+
+
+def _files(args, inputs: dict, outputs: dict) -> None:
+    """Check every file of the command before any work; no output may name an input or
+    another output (models/cli_checks.py)."""
+    files = Files()
+    for flag, spec in inputs.items():
+        files.input(spec and array_file(spec), flag, "array")
+    for flag, path in outputs.items():
+        files.output(path, flag)
+    files.distinct()
+
+
+def _threads(features, loss: str, chunk_rows: int | None):
+    """BLAS / Numba threads for this head (engine.threads): the typical call is one chunk's
+    product, the d x d Gram update for squared loss, the logits X W^T for ce (counted with 10
+    classes: the class count is known only after a pass over the labels)."""
+    from engine.solvers.sources import default_chunk_rows
+
+    d = features.shape[1] if len(features.shape) > 1 else 1
+    rows = min(features.rows, chunk_rows or default_chunk_rows(d))
+    return thread_limits(2.0 * rows * d * (d if loss == "squared" else 10))
 
 
 def _sources(args):
@@ -148,7 +172,7 @@ def _sources(args):
     return features, target
 
 
-def _fit(args, check_file, dump, console_for) -> int:
+def _fit(args, dump, console_for) -> int:
     if args.loss == "ce" and args.labels is None:
         raise HeadUsageError("--loss ce needs --labels (integer classes), not --targets")
     if args.loss == "squared" and args.targets is None:
@@ -159,10 +183,10 @@ def _fit(args, check_file, dump, console_for) -> int:
         raise HeadUsageError(f"--cv {args.cv} is for --loss squared; use K folds for ce")
     if args.loss == "ce" and args.lam is not None and args.lam <= 0:
         raise HeadUsageError(f"--lam: expected > 0 for --loss ce (no finite optimum at 0), got {args.lam:g}")
-    check_file(args.out, "--out")
-    figure = Path(args.out).with_suffix(".cv.png")
-    if args.json:
-        check_file(args.json, "--json")
+    figure = Path(args.out).with_suffix(".cv.png") if Path(args.out).name else None  # "." is refused below
+    _files(args, {"FEATURES": args.features, "--targets": args.targets, "--labels": args.labels},
+           {"--out": args.out, "--json": args.json,
+            "--out (its CV curve)": str(figure) if figure and args.lam_grid is not None else None})
     features, target = _sources(args)
     from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead, evaluate_head
 
@@ -174,7 +198,8 @@ def _fit(args, check_file, dump, console_for) -> int:
             else ExactSoftmaxHead(lam, tol=args.tol, **common))
     console = console_for(sys.stdout)
     t0 = time.perf_counter()
-    with _progress(console, args.quiet, "fitting") as advance:
+    with _threads(features, args.loss, args.chunk_rows), \
+            _progress(console, args.quiet, "fitting") as advance:
         head.fit(features, target, progress=advance)
         W = np.atleast_2d(head.W_ if args.loss == "squared" else head.coef_)
         b = np.atleast_1d(head.intercept_).astype(np.float64) if args.bias else None
@@ -292,9 +317,9 @@ def _read_head(path: str) -> dict:
         raise HeadUsageError(f"HEAD {path}: cannot read it ({err})") from None
 
 
-def _eval(args, check_file, dump, console_for) -> int:
-    if args.json:
-        check_file(args.json, "--json")
+def _eval(args, dump, console_for) -> int:
+    _files(args, {"HEAD": args.head, "FEATURES": args.features, "--targets": args.targets,
+                  "--labels": args.labels}, {"--json": args.json})
     head = _read_head(args.head)
     if head["loss"] == "ce" and args.labels is None:
         raise HeadUsageError("this is a softmax (ce) head: give --labels")
@@ -305,7 +330,8 @@ def _eval(args, check_file, dump, console_for) -> int:
 
     console = console_for(sys.stdout)
     t0 = time.perf_counter()
-    with _progress(console, args.quiet, "evaluating") as advance:
+    with _threads(features, head["loss"], args.chunk_rows), \
+            _progress(console, args.quiet, "evaluating") as advance:
         metrics = evaluate_head(features, target, head["W"], head["b"], head["loss"], head["classes"],
                                 chunk_rows=args.chunk_rows, progress=advance)
     seconds = time.perf_counter() - t0

@@ -164,6 +164,13 @@ def memory_estimate(data: Dataset, cfg: TrainConfig, eval_batch: int = 2048) -> 
             "activation_bytes": activations, "total": parameters + activations}
 
 
+def largest_product_flops(data: Dataset, cfg: TrainConfig) -> float:
+    """Flops of the largest matrix product of a training step, 2 B d_in d_out of the widest
+    Dense layer: what decides the thread count (engine.threads)."""
+    widths = [data.n_features, *cfg.hidden, data.n_outputs]
+    return 2.0 * cfg.batch_size * max(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
 def proc_kib(path: str, key: str) -> int | None:
     """Bytes of the ``key: N kB`` line of a Linux /proc file (None elsewhere or if absent)."""
     try:

@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
-from threadpoolctl import threadpool_limits
+from engine.threads import thread_limits
 
 from .ledger import Check, Row, run_check
 
@@ -51,7 +51,7 @@ def groups(checks: Sequence[Check]) -> list[list[int]]:
 
 def _timed(check: Check) -> tuple[Row, float]:
     t0 = time.perf_counter()
-    with threadpool_limits(1):
+    with thread_limits(threads=1):
         row = run_check(check)
     return row, time.perf_counter() - t0
 

@@ -14,6 +14,7 @@ run: the resumed parameters are bit-identical.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -230,13 +231,19 @@ def _params_dtype(params: list):
 
 
 class _progress:
-    """A rich progress bar (iteration, loss, last test metric), or nothing when quiet."""
+    """Progress of the loop: a rich progress bar (iteration, loss, last test metric) on a
+    terminal; in a pipe or a log, one line at the first evaluation and then at each further
+    1 % of the budget (at most ~101 lines, flushed: a log shows how far a run got, and a
+    caller can wait for the first line); nothing when quiet."""
 
     def __init__(self, quiet: bool, description: str, total: int, start: int):
         self.bar = None
+        self.description, self.total, self.start = description, total, start
         self.every = max(1, (total - start) // 200)  # at most ~200 redraws
         self.count = 0
-        if not quiet:
+        self.logged = -1  # the last percentage logged
+        self.log = not quiet and not sys.stdout.isatty()
+        if not quiet and not self.log:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
             from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
@@ -251,17 +258,28 @@ class _progress:
             self.bar.start()
         return self
 
-    def advance(self, history: dict) -> None:
-        if self.bar is None:
-            return
-        self.count += 1
-        if self.count % self.every:
-            return
+    @staticmethod
+    def _info(history: dict, sep: str) -> str:
         info = f"loss {history['batch_loss'][-1]:.4f}"
         for key in ("test_accuracy", "test_rmse"):
             if history.get(key):
-                info += f"  {key} {history[key][-1]:.4f}"
-        self.bar.update(self.task, advance=self.every, info=info)
+                info += f"{sep}{key} {history[key][-1]:.4f}"
+        return info
+
+    def advance(self, history: dict) -> None:
+        self.count += 1
+        if self.log:
+            done = self.start + self.count
+            percent = 100 * (done - self.start) // max(1, self.total - self.start)
+            if history.get("eval_iteration") and percent > self.logged:
+                self.logged = percent
+                print(f"{self.description}: iteration {done}/{self.total}, "
+                      f"{self._info(history, ', ')}, {time.perf_counter() - self.t0:.1f} s",
+                      flush=True)
+            return
+        if self.bar is None or self.count % self.every:
+            return
+        self.bar.update(self.task, advance=self.every, info=self._info(history, "  "))
 
     def __exit__(self, exc_type, exc, tb):
         if self.bar is not None:

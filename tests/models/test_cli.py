@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import models.cli as cli
+import models.verify_cmd as verify_cmd
 from models.ledger import Check, Outcome
 
 
@@ -30,7 +31,7 @@ def test_verify_selected_rows_pass_and_write_json(tmp_path, capsys):
 
 def test_a_failing_row_makes_verify_exit_1(monkeypatch, capsys):
     bad = Check("G-Broken", "a check that fails", lambda: Outcome(1.0, 0.0, 1e-7, "FAIL"))
-    monkeypatch.setattr(cli, "all_checks", lambda: [bad])
+    monkeypatch.setattr(verify_cmd, "all_checks", lambda: [bad])
     assert cli.main(["verify"]) == 1
     assert "FAIL" in capsys.readouterr().out
 
@@ -45,7 +46,7 @@ def test_list_runs_nothing(monkeypatch, capsys):
     def never():
         raise AssertionError("--list must not run checks")
 
-    monkeypatch.setattr(cli, "all_checks", lambda: [Check("G-X", "listed", never)])
+    monkeypatch.setattr(verify_cmd, "all_checks", lambda: [Check("G-X", "listed", never)])
     assert cli.main(["verify", "--list"]) == 0
     assert "G-X" in capsys.readouterr().out
 
