@@ -1,0 +1,50 @@
+"""Thread counts chosen by problem size (engine.threads), overrides respected."""
+
+from __future__ import annotations
+
+import numba
+import pytest
+from threadpoolctl import threadpool_info
+
+from engine import threads
+from engine.threads import SECOND_THREAD_FLOPS, thread_limits, threads_for
+
+
+def blas_threads() -> set[int]:
+    return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in (threads.ENV, "NUMBA_NUM_THREADS", *threads.BLAS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+
+
+def test_one_thread_below_the_threshold_and_more_only_for_large_calls(clean_env):
+    assert threads_for(0) == 1 and threads_for(SECOND_THREAD_FLOPS * 0.99) == 1
+    assert threads_for(2 * SECOND_THREAD_FLOPS) == 2 and threads_for(1e15) == 2  # at most the cores
+
+
+def test_the_environment_override_wins_and_a_bad_one_is_named(clean_env, monkeypatch):
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads_for(0) == 3
+    monkeypatch.setenv(threads.ENV, "two")
+    with pytest.raises(ValueError, match="LASTLAYER_THREADS: expected an integer >= 1, got 'two'"):
+        threads_for(0)
+
+
+def test_thread_limits_sets_blas_and_numba_and_restores_them(clean_env):
+    before_blas, before_numba = blas_threads(), numba.get_num_threads()
+    with thread_limits(0) as n:
+        assert n == 1 and blas_threads() == {1} and numba.get_num_threads() == 1
+    assert blas_threads() == before_blas and numba.get_num_threads() == before_numba
+
+
+def test_a_users_blas_setting_stands_unless_the_count_is_exact(clean_env, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    before = blas_threads()
+    with thread_limits(0):
+        assert blas_threads() == before  # the user's choice
+    with thread_limits(threads=1):  # the ledger's and the experiments' pinned count
+        assert blas_threads() == {1}
