@@ -21,7 +21,7 @@ from engine.losses import error_energy, softmax, softmax_cross_entropy
 from engine.training import TrainState, train
 from engine.training.data import batch_indices
 
-from ...experiment import paired, single_threaded_blas
+from ...experiment import format_p, paired, single_threaded_blas
 from ...ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most
 from . import protocol
 from .method import RECIPES, Recipe, transplant
@@ -332,14 +332,17 @@ def _e6(recipe: str) -> Outcome:
         return Outcome(math.nan, "> 0", "-", FAIL)
     acc = early_accuracy()
     tests = {r: paired(acc["base"], acc[r]) for r in ("mei", "mei+fn")}
-    # Holm over the two comparisons, each p the larger of the t-test's and Wilcoxon's
-    ps = {r: max(c.t_p, c.wilcoxon_p) for r, c in tests.items()}
+    # Holm over the two comparisons, each p the larger of the t-test's and Wilcoxon's (a test
+    # that is undefined, e.g. the t-test of differences without variance, is left out; none
+    # defined counts as p = 1)
+    ps = {r: max([p for p in (c.t_p, c.wilcoxon_p) if p is not None], default=1.0)
+          for r, c in tests.items()}
     order = sorted(ps, key=ps.get)
     adjusted = {order[0]: min(1.0, 2 * ps[order[0]])}
     adjusted[order[1]] = max(adjusted[order[0]], min(1.0, ps[order[1]]))
     c = tests[recipe]
     significant = c.mean > 0 and adjusted[recipe] < 0.05
-    return Outcome(c.mean, "> 0 (their Table 3)", f"Holm p = {adjusted[recipe]:.2g}",
+    return Outcome(c.mean, "> 0 (their Table 3)", f"Holm p = {format_p(adjusted[recipe])}",
                    PASS if significant else DIFFERS)
 
 

@@ -8,7 +8,7 @@ seeds (each seed: its own head draw and batch order; one pre-trained body per ta
 * Table 1 analogue: the share of the error energy that is the estimates' energy ("noise")
   at initialisation, per initialisation;
 * Table 3 analogue: the gain in mean test accuracy over the first 10 steps, MEI and MEI + FN
-  against base, 95 % intervals and paired tests;
+  against base, 95 % intervals and paired tests (from 3 seeds on);
 * Tables 4-6 analogue: test accuracy after ``epochs`` epochs for every recipe;
 * their Fig. 1 (variance of the features X^L over the first steps) and Table 2 (accuracy
   over steps); a learning-rate and phi_w sweep showing where the gain holds and where it
@@ -27,8 +27,9 @@ import numpy as np
 from engine.losses import error_energy
 
 from ...experiment import (
-    Steps, markdown_table, mean_ci, paired, pyplot, run_attributes, save_figure,
-    single_threaded_blas, write_report, write_results_h5,
+    MIN_SEEDS, Paired, Steps, markdown_table, mean_ci, n_seeds, no_interval, paired, pyplot,
+    run_attributes, save_figure, seeds_note, single_threaded_blas, write_report,
+    write_results_h5,
 )
 from . import protocol
 from .method import RECIPES, transplant
@@ -72,6 +73,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
     with single_threaded_blas(), Steps(total, quiet, "entame") as steps:
         for name in protocol.TASKS:
             results[name] = _task(name, s, steps)
+            results[name]["paired"] = _tree(_comparisons(results[name]))
         seconds = steps.seconds
     attrs = run_attributes("entame", quick, s)
     write_results_h5(out / "results.h5", results, attrs)
@@ -118,6 +120,21 @@ def _task(name: str, s: Settings, steps: Steps) -> dict:
             body, t.target, RECIPES[r], "adam", seed, 3 * protocol.FIRST_STEPS, protocol.LR)
             for seed in range(s.seeds)]) for r in ("base", "mei+fn")}
     return out
+
+
+def _comparisons(r: dict) -> dict:
+    """The paired comparisons of the report: every optimizer's MEI and MEI + FN against base
+    (mean test accuracy over the first steps), and running against last-batch statistics."""
+    first = {opt: {recipe: paired(r["runs"][opt]["base"]["first"], r["runs"][opt][recipe]["first"])
+                   for recipe in ("mei", "mei+fn")} for opt in protocol.OPTIMIZERS}
+    st = r["statistics"]
+    return {"first_steps_minus_base": first,
+            "running_minus_last": paired(st["last"], st["running"])}
+
+
+def _tree(node):
+    """A nested dict of ``Paired`` as results.h5 groups (``Paired.tree``)."""
+    return node.tree() if isinstance(node, Paired) else {k: _tree(v) for k, v in node.items()}
 
 
 def _initial_noise(body, t, recipe: str, seeds: int) -> np.ndarray:
@@ -193,9 +210,9 @@ def _report(results: dict, s: Settings, quick: bool, seconds: float, attrs: dict
     lines = ["# ENTAME (Varno et al. 2019), reproduced by lastlayer", "",
              f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds ({s.sweep_seeds} for the "
              f"sweeps), {s.epochs} fine-tuning epochs, {seconds:.0f} s; lastlayer "
-             f"{attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. Means over seeds "
-             "with the half-width of a 95 % t-interval after ± (from 3 seeds on); raw values in "
-             "`results.h5`.", "", "## Protocol and deviations from the paper", "",
+             f"{attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. "
+             f"{seeds_note(s.seeds)} The sweeps are means over {n_seeds(s.sweep_seeds)}. Raw "
+             "values in `results.h5`.", "", "## Protocol and deviations from the paper", "",
              "* Transfer tasks: an MLP body (64-128-128, ReLU) pre-trained on digits 0-4 and "
              "transferred to 5-9 (C = 5), and pre-trained on all digits and transferred to the "
              "left-right mirrored digits (C = 10); theirs: ImageNet CNNs fine-tuned on MNIST, "
@@ -236,18 +253,17 @@ def _task_report(name: str, r: dict, s: Settings) -> list[str]:
              f"({s.epochs} epochs).", "",
              "Table 1 analogue: the estimates' share of the error energy at initialisation "
              "(%):", "", markdown_table(["head", "noise share"], noise), ""]
-    rows = []
-    for opt in protocol.OPTIMIZERS:
-        runs = r["runs"][opt]
-        for recipe in ("mei", "mei+fn"):
-            c = paired(runs["base"]["first"], runs[recipe]["first"])
-            rows.append([opt, RECIPES[recipe].label, f"{100 * c.mean:+.2f}",
-                         f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]",
-                         f"{c.t_p:.2g}", f"{c.wilcoxon_p:.2g}"])
+    comparisons = _comparisons(r)
+    tested = s.seeds >= MIN_SEEDS
+    rows = [[opt, RECIPES[recipe].label, f"{100 * c.mean:+.2f}"]
+            + (c.cells(scale=100) if tested else [])
+            for opt, by in comparisons["first_steps_minus_base"].items()
+            for recipe, c in by.items()]
+    header = (["optimizer", "head", "gain"]
+              + (["95 % CI", "t-test p", "Wilcoxon p"] if tested else []))
     lines += ["Table 3 analogue: gain in mean test accuracy over the first 10 joint steps "
-              "(points), paired over seeds:", "",
-              markdown_table(["optimizer", "head", "gain", "95 % CI", "t-test p",
-                              "Wilcoxon p"], rows), ""]
+              "(points), paired over seeds" + ("" if tested else f" ({no_interval(s.seeds)})")
+              + ":", "", markdown_table(header, rows), ""]
     rows = [[RECIPES[k].label, int(r["runs"]["adam"][k]["warmup"])]
             + [mean_ci(100 * r["runs"][opt][k]["final"], 2) for opt in protocol.OPTIMIZERS]
             + [mean_ci(100 * r["runs"]["adam"][k]["first"], 2)] for k in RECIPES]
@@ -255,10 +271,10 @@ def _task_report(name: str, r: dict, s: Settings) -> list[str]:
               markdown_table(["head", "head-only steps first", "Adam", "SGD",
                               "Adam, first 10 steps"], rows), ""]
     st = r["statistics"]
-    c = paired(st["last"], st["running"])
+    c = comparisons["running_minus_last"]
     lines += [f"FN statistics at inference (MEI + FN, Adam): last training batch "
               f"{mean_ci(100 * st['last'], 2)} %, running average {mean_ci(100 * st['running'], 2)} "
-              f"% (running - last {100 * c.mean:+.2f} points, t-test p = {c.t_p:.2g}).", ""]
+              f"% (running - last {100 * c.mean:+.2f} points; {c.interval(100, '+.2f')}).", ""]
     sweep = r["lr_sweep"]
     gains = [[f"{lr:g}"] + [f"{100 * (sweep[o]['mei+fn'][i] - sweep[o]['base'][i]).mean():+.1f}"
                             for o in protocol.OPTIMIZERS] for i, lr in enumerate(LRS)]

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ...experiment import (
-    CI_NOTE, Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, write_report, write_results_h5,
+    Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, seeds_note, write_report,
+    write_results_h5,
 )
 from . import protocol
 from .method import HEADS, VARIANTS
@@ -133,7 +134,7 @@ def _report(results, sets, s: Settings, quick: bool, seconds: float, attrs) -> s
     lines = ["# Fix your classifier (Hoffer, Hubara & Soudry 2018), reproduced by lastlayer", "",
              f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds, {s.iterations} iterations "
              f"per run, {seconds:.0f} s; lastlayer {attrs['lastlayer']}, NumPy {attrs['numpy']}, "
-             f"{attrs['date']}. Numbers are the {CI_NOTE}; curves are means with a band from the "
+             f"{attrs['date']}. {seeds_note(s.seeds)} Curves are means with a band from the "
              "lowest to the highest seed; raw values in `results.h5`.", "",
              f"Protocol: MLP trunk d -> {protocol.HIDDEN[0]} -> {protocol.HIDDEN[1]} (ReLU), then "
              f"the head; softmax cross-entropy, SGD momentum {protocol.MOMENTUM}, batch "

@@ -30,8 +30,8 @@ from engine import optim, stream
 from engine.training.data import digits
 
 from ...experiment import (
-    CI_NOTE, Steps, markdown_table, mean_ci, pyplot, run_attributes, save_figure, single_threaded_blas, spearman,
-    write_report, write_results_h5,
+    Steps, markdown_table, mean_ci, pyplot, run_attributes, save_figure, seeds_note,
+    single_threaded_blas, spearman, write_report, write_results_h5,
 )
 from . import protocol
 from .method import METHODS, PAIRS, uniformity
@@ -195,8 +195,8 @@ def _percent(fractions) -> str:
 def _report(results: dict, s: Settings, quick: bool, seconds: float, attrs: dict) -> str:
     lines = ["# Layca and layer rotation (Carbonnelle & De Vleeschouwer), reproduced by lastlayer",
              "", f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds, {seconds:.0f} s; "
-             f"lastlayer {attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. Numbers "
-             f"(in %) are the {CI_NOTE}; raw values in `results.h5`.", ""]
+             f"lastlayer {attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. "
+             f"Accuracies are in %. {seeds_note(s.seeds)} Raw values in `results.h5`.", ""]
     lines += _report_section3(results["toy"], s)
     lines += _report_sections5(results["alpha_sweep"], results["angle_deviation"], s)
     lines += _report_section6(results["adaptive"])

@@ -3,8 +3,8 @@
 * Table 2 (regression, RMSE): the simulated data set with both recipes (released code /
   paper text), and scikit-learn's diabetes data in place of Parkinson Telemonitoring
   (which cannot be loaded offline), at 250 / 500 / 750 training iterations: classic
-  training, + 200 post-training steps, optimal last layer; mean ± std over seeds, the
-  paper's numbers beside ours.
+  training, + 200 post-training steps, optimal last layer; mean and 95 % interval over
+  seeds (from 3 seeds on), the paper's numbers beside ours.
 * Table 1 analogue (classification, test error %): a small MLP and a small CNN on digits,
   at several stopping points: as trained, + 100 classic iterations, + 100 post-training
   iterations (lam = 1e-2, as theirs for MNIST), and the exact cross-entropy optimum.
@@ -26,7 +26,8 @@ import numpy as np
 from engine.training.data import diabetes, digits, simulated_regression
 
 from ...experiment import (
-    CI_NOTE, Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, write_report, write_results_h5,
+    Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, seeds_note, write_report,
+    write_results_h5,
 )
 from . import protocol
 
@@ -117,8 +118,8 @@ def _figures(results: dict, out: Path) -> None:
 def _report(results, s: Settings, regression_sets, quick: bool, seconds: float, attrs) -> str:
     lines = ["# Post-training (Moreau & Audiffren 2017), reproduced by lastlayer", "",
              f"{'Quick run' if quick else 'Full run'}: {s.seeds} seeds, {seconds:.0f} s; lastlayer "
-             f"{attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. Numbers are the "
-             f"{CI_NOTE}; raw values in `results.h5`.", "",
+             f"{attrs['lastlayer']}, NumPy {attrs['numpy']}, {attrs['date']}. "
+             f"{seeds_note(s.seeds)} Raw values in `results.h5`.", "",
              "## Table 2: regression, test RMSE", "",
              "Protocol (their Section 4.3 and released code): network d -tanh-> 10 -relu-> 10 -> 1 "
              "(17 and 10 hidden units for the Parkinson-style set), truncated-normal weights "
