@@ -13,7 +13,7 @@ from models.ledger import DIFFERS, FAIL, PASS
 from models.papers import paper
 from models.papers.entame import claims, method, protocol, reproduce
 
-from . import assert_row
+from . import assert_row, assert_statistics_at_1_2_3_seeds
 
 ROWS = paper("entame").checks()
 # E4-adam: Adam's first step is ~lr per parameter whatever the error's size: no stall;
@@ -164,3 +164,12 @@ def test_reproduce_entame_smoke_and_determinism(tmp_path, monkeypatch):
                 np.testing.assert_array_equal(fa[n][()], fb[n][()], err_msg=n)
     report = (a / "report.md").read_text()
     assert "Table 3 analogue" in report and "10.86±2.97" in report
+
+
+def test_reproduce_entame_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "TASKS", ("digits-5to9",))
+    monkeypatch.setattr(protocol, "PRE_ITERATIONS", 50)
+    monkeypatch.setattr(reproduce, "LRS", (1e-4,))
+    monkeypatch.setattr(reproduce, "PHI_WS", (0.0,))
+    assert_statistics_at_1_2_3_seeds(reproduce, tmp_path, monkeypatch,
+                                     lambda n: reproduce.Settings(n, 1, 1), compared=True)

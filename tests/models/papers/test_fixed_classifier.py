@@ -13,7 +13,7 @@ from models.ledger import FAIL
 from models.papers import paper
 from models.papers.fixed_classifier import claims, method, protocol, reproduce
 
-from . import assert_row
+from . import assert_row, assert_statistics_at_1_2_3_seeds
 
 ROWS = paper("fixed-classifier").checks()
 # H4-truncated: truncated Hadamard rows are orthogonal only when 2^ceil(log2 C) divides N;
@@ -103,3 +103,10 @@ def test_train_variant_refuses_an_evaluation_count_that_does_not_divide():
         protocol.train_variant(None, "learned", 0, 10, 3)
     with pytest.raises(ValueError, match="variant: expected one of learned, orthogonal"):
         method.head("big", 4, 2, 0)
+
+
+def test_reproduce_fixed_classifier_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "PAPER_CONFIGS", (("small", "toy", 12, 5),))
+    assert_statistics_at_1_2_3_seeds(
+        reproduce, tmp_path, monkeypatch, compared=False,
+        settings=lambda n: reproduce.Settings(seeds=n, iterations=10, evaluations=2))

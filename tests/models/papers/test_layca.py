@@ -11,7 +11,7 @@ from models.ledger import FAIL
 from models.papers import paper
 from models.papers.layca import claims, method, protocol, reproduce
 
-from . import assert_row
+from . import assert_row, assert_statistics_at_1_2_3_seeds
 
 
 # ---- every row, once ---------------------------------------------------------------------------
@@ -74,3 +74,12 @@ def test_reproduce_layca_smoke(tmp_path, monkeypatch):
         assert f.attrs["experiment"] == "layca"
     report = (out / "report.md").read_text()
     assert "Section 3" in report and "Section 6.2" in report and "angle min / max" in report
+
+
+def test_reproduce_layca_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "TOY_UPSAMPLE", 1)
+    monkeypatch.setattr(protocol, "TOY_WIDTH", 64)
+    assert_statistics_at_1_2_3_seeds(
+        reproduce, tmp_path, monkeypatch, compared=False,
+        settings=lambda n: reproduce.Settings(seeds=n, toy_cap=25, iterations=20, evaluations=2,
+                                              curve_points=2))

@@ -14,7 +14,7 @@ from models.papers import paper
 from models.papers.pof import claims, method, protocol, reproduce
 from models.papers.pof.method import PoF, feature_mask, pof_step
 
-from . import assert_row
+from . import assert_row, assert_statistics_at_1_2_3_seeds
 
 ROWS = paper("pof").checks()
 # P2-ce: the CE profile is not the quadratic of eq. 6 (L_B(2 xi*) < L_B(0));
@@ -262,3 +262,20 @@ def test_reproduce_pof_smoke_and_determinism(tmp_path, monkeypatch):
                 np.testing.assert_array_equal(fa[n][()], fb[n][()], err_msg=n)
     report = (a / "report.md").read_text()
     assert "Table 1 analogue" in report and "3.22±0.14" in report and "deviations" in report
+
+
+def test_reproduce_pof_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
+    """At 1 and 2 seeds no interval or p-value (the reported "95 % CI [-0.0488, -0.0488], p = 0"
+    and "[+nan, +nan]"), and the report says why; from 3 seeds, the paired comparison."""
+    monkeypatch.setattr(protocol, "PRE_ITERATIONS", {"toy": 30, "digits": 30})
+    monkeypatch.setattr(reproduce, "DATASETS", ("toy",))
+    cache, real = {}, reproduce._analysis
+
+    def once(s, steps):  # seed 0 only, the same at any number of seeds: computed once
+        if not cache:
+            cache["analysis"] = real(s, steps)
+        return cache["analysis"]
+
+    monkeypatch.setattr(reproduce, "_analysis", once)
+    assert_statistics_at_1_2_3_seeds(reproduce, tmp_path, monkeypatch,
+                                     lambda n: reproduce.Settings(n, 6, 2, 12), compared=True)

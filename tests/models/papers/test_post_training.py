@@ -15,7 +15,7 @@ from models.papers import paper
 from models.papers.post_training import protocol, reproduce
 from models.papers.post_training.method import features, optimal_last_layer, post_train
 
-from . import assert_row
+from . import assert_row, assert_statistics_at_1_2_3_seeds
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,10 @@ def test_reproduce_post_training_smoke(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "| 1.185 | 1.117 | 1.075 |" in report and "paper: + post-training" in report
     assert "cannot be loaded offline" in report
+
+
+def test_reproduce_post_training_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
+    assert_statistics_at_1_2_3_seeds(
+        reproduce, tmp_path, monkeypatch, compared=False,
+        settings=lambda n: reproduce.Settings(seeds=n, stops=(50,), curve_every=50, curve_end=100,
+                                              m4_steps=20, cnn=False))
