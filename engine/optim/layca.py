@@ -62,7 +62,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernels.layca import StepOverflowError, layca_update_many
+from kernels.layca import LaycaInfo, StepOverflowError, layca_update_many
 from kernels.layca_reference import layca_reference
 
 from .._checks import check_mask
@@ -258,10 +258,11 @@ def layca(base: GradientTransformation, lr: float | Schedule, alpha: float = 0.0
         ws = [params[i][name] for i, name in jobs]
         ss = [steps[i][name] for i, name in jobs]
         if fused:  # in place on copies: the caller's parameters are never modified
-            new_ws = [w.copy() for w in ws]
+            new_ws = [w.copy() if r != 0 else w for w, r in zip(ws, rhos)]
             infos = _fused_in_place(new_ws, ss, rhos, norms, eps)
         else:
-            results = [layca_reference(w, s, r, n, eps=eps) for w, s, r, n in zip(ws, ss, rhos, norms)]
+            results = [layca_reference(w, s, r, n, eps=eps) if r != 0 else (w, _unmoved(w, s))
+                       for w, s, r, n in zip(ws, ss, rhos, norms)]
             new_ws, infos = [r[0] for r in results], [r[1] for r in results]
         updates: list[dict] = [{} for _ in grads]
         for (i, name), w, w_new, info in zip(jobs, ws, new_ws, infos):
@@ -284,19 +285,34 @@ def layca(base: GradientTransformation, lr: float | Schedule, alpha: float = 0.0
     return GradientTransformation(init, update, update_in_place if fused else None)
 
 
+def _unmoved(w, s) -> LaycaInfo:
+    """The info of a tensor whose rate is 0 (a layer multiplier of 0: alpha = +-1 moves one
+    layer only): it is left exactly as it is, since step 3 adds nothing and step 4's
+    rescaling to r0 would only add rounding."""
+    xp = array_module(w)
+    norm = float(xp.sqrt(xp.sum(xp.asarray(w, dtype=xp.float64) ** 2)))
+    return LaycaInfo(norm, False, int(xp.count_nonzero(~xp.isfinite(s))))
+
+
 def _fused_in_place(ws: list, ss: list, rhos: list, norms: list, eps: float) -> list:
-    """``kernels.layca.layca_update_many`` in place on ``ws``. A step whose squares overflow
-    float64 (finite entries beyond ~1e154), which the kernel refuses before writing
-    anything, is done by the unfused reference instead: it rescales the step first."""
+    """``kernels.layca.layca_update_many`` in place on ``ws``, tensors of rate 0 left as they
+    are (``_unmoved``). A step whose squares overflow float64 (finite entries beyond
+    ~1e154), which the kernel refuses before writing anything, is done by the unfused
+    reference instead: it rescales the step first."""
+    moving = [k for k, r in enumerate(rhos) if r != 0]
+    infos = [_unmoved(w, s) if r == 0 else None for w, s, r in zip(ws, ss, rhos)]
+    pick = (lambda seq: [seq[k] for k in moving])
     try:
-        return layca_update_many(ws, ss, rhos, norms, eps=eps)
+        done = layca_update_many(pick(ws), pick(ss), pick(rhos), pick(norms), eps=eps) if moving else []
     except StepOverflowError:
-        infos = []
-        for w, s, r, n in zip(ws, ss, rhos, norms):
-            w_new, info = layca_reference(w, s, r, n, eps=eps)
-            w[...] = w_new
-            infos.append(info)
-        return infos
+        done = []
+        for k in moving:
+            w_new, info = layca_reference(ws[k], ss[k], rhos[k], norms[k], eps=eps)
+            ws[k][...] = w_new
+            done.append(info)
+    for k, info in zip(moving, done):
+        infos[k] = info
+    return infos
 
 
 def _initial_norm(w, layer: int, name: str) -> float:
