@@ -170,12 +170,12 @@ def write_report(path: Path, text: str) -> None:
 
 @contextmanager
 def single_threaded_blas():
-    """Limit BLAS to one thread inside the block. For the small matrices of the paper
-    experiments (at most a few thousand x a few hundred) BLAS threads only add
-    synchronisation, and thrash when the machine is shared."""
-    from threadpoolctl import threadpool_limits
+    """One BLAS and one Numba thread inside the block (``engine.threads``). For the small
+    matrices of the paper experiments (at most a few thousand x a few hundred) more threads
+    only add synchronisation, and thrash when the machine is shared."""
+    from engine.threads import thread_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with thread_limits(threads=1):
         yield
 
 
