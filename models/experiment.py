@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -128,26 +129,53 @@ def provenance() -> dict:
 
 
 class Steps:
-    """A rich progress bar over named units of work (or silence when quiet)."""
+    """Progress over named units of work: on a terminal a rich progress bar with the time
+    remaining; in a pipe or a log one line at each further 10 % (flushed); nothing when
+    quiet. Either way, once the first unit is done, one line estimates the whole run from
+    it ("about 6 min in all"), so that a run far longer than meant (``--seeds 10000``) can
+    be stopped at once (Ctrl-C writes nothing partial)."""
 
     def __init__(self, total: int, quiet: bool, title: str):
         self.bar = None
+        self.total, self.title, self.done, self.logged = total, title, 0, 0
+        self.quiet = quiet
+        self.log = not quiet and not sys.stdout.isatty()
         self.t0 = time.perf_counter()
-        if not quiet:
+        if not quiet and not self.log:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-            from rich.progress import TimeElapsedColumn
+            from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn(f"{title} " + "{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn())
+                                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
             self.task = self.bar.add_task("", total=total)
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False)
+        else:
+            print(text, flush=True)
 
     @contextmanager
     def step(self, description: str):
         if self.bar is not None:
             self.bar.update(self.task, description=description)
         yield
+        self.done += 1
         if self.bar is not None:
             self.bar.advance(self.task)
+        if self.quiet:
+            return
+        elapsed = self.seconds
+        if self.done == 1 and self.total > 1:
+            self._print(f"{self.title}: {self.total} steps; the first took {elapsed:.1f} s: at "
+                        f"that rate the run needs about {duration(elapsed * self.total)} (the time "
+                        f"left is updated as it goes)")
+        percent = 100 * self.done // max(1, self.total)
+        if self.log and percent >= self.logged + 10:
+            self.logged = percent - percent % 10
+            left = elapsed / self.done * (self.total - self.done)
+            self._print(f"{self.title}: {self.done}/{self.total} steps ({description}), "
+                        f"{duration(elapsed)} so far, about {duration(left)} left")
 
     def __enter__(self):
         if self.bar is not None:
@@ -162,6 +190,17 @@ class Steps:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '6 min 20 s', '3 h 05 min', '2.5 days'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 86400:.1f} days"
 
 
 def write_report(path: Path, text: str) -> None:
