@@ -1,9 +1,16 @@
 """Argument checks shared by the engine. Every error names the argument, what was expected
-and what was received, so that a wrong call is fixed from the message alone."""
+and what was received, so that a wrong call is fixed from the message alone.
+
+Numbers are recognised by the abstract classes of ``numbers``: an integer is any
+``numbers.Integral`` (Python int, every NumPy integer scalar such as ``np.int64(32)``), a
+real number any ``numbers.Real`` (also ``np.float32``). A bool (Python or NumPy) is never
+taken for a number, and a float (even 2.0) is never taken for an integer.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -44,9 +51,20 @@ def all_finite(x: Any, name: str) -> None:
         raise ValueError(f"{name}: expected finite values, got {n_bad} NaN/Inf of {x.size} entries")
 
 
+def is_integer(value: Any) -> bool:
+    """An integer (Python or NumPy scalar: ``numbers.Integral``), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> bool:
+    """A real number (Python or NumPy scalar, integer or float: ``numbers.Real``), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as int if it is an integer >= ``minimum``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    """Return ``value`` as int if it is an integer (``is_integer``) >= ``minimum``, else
+    TypeError (a bool, a float such as 2.5 or 2.0, a string) or ValueError (too small)."""
+    if not is_integer(value):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
@@ -54,7 +72,10 @@ def positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
-    """Normalise an int or a pair of ints (e.g. a kernel size) to ``(int, int)``."""
+    """Normalise an int or a pair of ints (a tuple, a list or a 1-D NumPy array of two;
+    e.g. a kernel size) to ``(int, int)``."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = tuple(value.tolist() if value.dtype.kind in "iu" else value)
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
@@ -103,16 +124,34 @@ def check_mask(mask: Any, tree: Any, *, name: str = "mask", tree_name: str = "pa
 
 def real_number(value: Any, name: str, *, minimum: float | None = None,
                 open_minimum: bool = False) -> float:
-    """``value`` as a float if it is a finite real number (Python or NumPy; not a bool)
-    >= ``minimum`` (> with ``open_minimum``); else TypeError (not a number) or ValueError."""
-    import numbers
-
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    """``value`` as a float if it is a finite real number (``is_real``: Python or NumPy; not a
+    bool) >= ``minimum`` (> with ``open_minimum``); else TypeError (not a number) or ValueError."""
+    if not is_real(value):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
     v = float(value)
     bound = "" if minimum is None else f" {'>' if open_minimum else '>='} {minimum:g}"
     if not math.isfinite(v) or (minimum is not None and (v < minimum or (open_minimum and v == minimum))):
         raise ValueError(f"{name}: expected a finite number{bound}, got {value!r}")
+    return v
+
+
+# N lam <= LAM_ROWS_MAX for every penalty lam ||W||^2 on N rows. The solvers form N lam (the
+# ridge system's diagonal, e + N lam), 2 lam (the softmax Hessian), lam ||W||^2 and ratios
+# of them; bounded so, N lam, its square (<= 1e300) and its products with the data's own sums
+# (up to ~1e158) stay finite. No restriction in practice: at N lam = 1e150, W is 1e-150 of its
+# unpenalised scale, zero for every purpose (b = mean(y), or the log class priors). Beyond it,
+# lam = 1.7e308 gave the ridge head a NaN residual.
+LAM_ROWS_MAX = 1e150
+
+
+def penalty(value: Any, rows: int, name: str = "lam", *, allow_zero: bool = False) -> float:
+    """``value`` as a float if it is a finite real number > 0 (>= 0 with ``allow_zero``)
+    with ``rows`` * value <= ``LAM_ROWS_MAX``; else TypeError or ValueError naming ``name``."""
+    v = real_number(value, name, minimum=0, open_minimum=not allow_zero)
+    limit = LAM_ROWS_MAX / max(int(rows), 1)
+    if v > limit:
+        raise ValueError(f"{name}: expected N lam <= {LAM_ROWS_MAX:g} (N = {int(rows)} rows: lam <= "
+                         f"{limit:.3g}), got {value!r}")
     return v
 
 

@@ -140,3 +140,39 @@ def test_the_objective_at_the_refused_absent_class_really_has_no_minimiser():
     W = np.zeros((4, 5))
     values = [objective(W, np.array([0, 0, 0, -t]), phi, labels, 0.01, "ce").value for t in (1, 10, 30)]
     assert values[0] > values[1] > values[2]
+
+
+# ---- the exact heads' Python API (issue 17) --------------------------------------------------------
+def head_data(n=40, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    return x, x @ rng.standard_normal(d) + rng.standard_normal(n), np.arange(n) % 3
+
+
+
+def test_numpy_scalars_are_numbers_everywhere():
+    """PoF(search_batch=np.int64(32)) was refused; every engine check takes numbers.Integral /
+    numbers.Real (NumPy scalars included) and still refuses a bool for an int and a float
+    for an int."""
+    from engine._checks import pair, positive_int, real_number
+    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+    from models.papers.entame.method import RECIPES, head
+    from models.papers.pof.method import PoF
+
+    config = PoF(search_batch=np.int64(32), max_redraws=np.int32(3), gamma_max=np.float32(1.5), split=np.int8(-1))
+    assert (config.search_batch, config.max_redraws, config.gamma_max, config.split) == (32, 3, 1.5, -1)
+    assert type(config.search_batch) is int and type(config.gamma_max) is float
+    for bad in (True, 2.5, 32.0, "32"):
+        with pytest.raises(ValueError, match="search_batch: expected an integer >= 1"):
+            PoF(search_batch=bad)
+    assert len(head(RECIPES["zero"], 4, np.int64(10))) == 1
+    assert positive_int(np.uint8(3), "k") == 3 and pair(np.int64(2), "k", 1) == (2, 2)
+    assert pair(np.array([2, 3]), "k", 1) == (2, 3) and real_number(np.float16(0.5), "x") == 0.5
+    for bad in (True, np.bool_(True), 2.5, 2.0):
+        with pytest.raises(TypeError, match="k: expected an integer"):
+            positive_int(bad, "k")
+    x, y, labels = head_data()
+    a = ExactRidgeHead(np.float32(0.25), chunk_rows=np.int64(7), lams=np.array([0.1, 1.0]), cv=np.int64(3)).fit(x, y)
+    b = ExactRidgeHead(0.25, chunk_rows=7, lams=[0.1, 1.0], cv=3).fit(x, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert ExactSoftmaxHead(np.float64(1e-2), max_iter=np.int64(50), tol=np.float32(1e-8)).fit(x, labels).converged_

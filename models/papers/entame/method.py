@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine import Constant, Dense, GlorotNormal, HeNormal, MaxEntropy, Network, ZNormalize, stream
+from engine._checks import is_integer
 from engine.layers import Initializer
 from engine.training import Dataset, TrainState, train
 
@@ -79,7 +80,7 @@ RECIPES: dict[str, Recipe] = {
 def head(recipe: Recipe, n_features: int, n_classes: int, *,
          statistics: str = "last") -> list:
     """The new layers: [ZNormalize] + Dense(K, C) with ``recipe``'s initialiser, b = 0."""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+    if not is_integer(n_classes) or n_classes < 2:
         raise ValueError(f"C: a classifier needs at least 2 classes, got {n_classes!r}")
     norm = [ZNormalize(n_features, statistics=statistics)] if recipe.fn else []
     return norm + [Dense(n_features, n_classes, weight_init=recipe.init, bias_init=Constant(0.0))]

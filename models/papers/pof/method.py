@@ -45,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine import Dense, Network, stream
+from engine._checks import is_integer, is_real
 from engine.losses import softmax_cross_entropy
 from engine.solvers import LineProfile, line_minimum, released_line_search
 from engine.training import Batch, StepResult, plain_gradient
@@ -70,16 +71,19 @@ class PoF:
             value = getattr(self, name)
             if value is None and name == "gamma":
                 continue
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if not (is_real(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))  # NumPy scalars become Python numbers
         for name in ("search_batch", "max_redraws"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
         if self.search not in ("exact", "released"):
             raise ValueError(f"search: expected 'exact' or 'released', got {self.search!r}")
-        if isinstance(self.split, bool) or not isinstance(self.split, int):
+        if not is_integer(self.split):
             raise ValueError(f"split: expected an integer layer index, got {self.split!r}")
+        object.__setattr__(self, "split", int(self.split))
 
     def draw_gamma(self, seed: int, t: int) -> float:
         """gamma of iteration t: fixed, or U[0, gamma_max] from the stream ("pof-gamma", t)."""
@@ -91,7 +95,7 @@ class PoF:
 def classifier_index(net: Network, split: int) -> int:
     """The index of the classifier layer: ``split`` (negative counts from the end) must
     name the network's last layer, a Dense layer; everything before it is phi."""
-    if isinstance(split, bool) or not isinstance(split, int) or not -len(net) <= split < len(net):
+    if not is_integer(split) or not -len(net) <= split < len(net):
         raise ValueError(f"split: expected a layer index in [{-len(net)}, {len(net)}), got "
                          f"{split!r}")
     k = split % len(net)
