@@ -42,6 +42,26 @@ def _validate(x) -> int:
     return n
 
 
+def _check_out(x, out) -> None:
+    """``out`` is None or an array of x's kind (NumPy, or CuPy on x's device), shape and
+    dtype, writable; else a TypeError (its kind) or ValueError naming out. It may share
+    memory with x, any way (x is copied first where they overlap)."""
+    if out is None:
+        return
+    if is_cupy_array(x):
+        if not is_cupy_array(out):
+            raise TypeError(f"out: expected None or a CuPy array (x is one), got {type(out).__name__}")
+        if out.device != x.device:
+            raise ValueError(f"out: expected an array on x's device {x.device}, got one on {out.device}")
+    elif not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected None or a NumPy array (x is one), got {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape) or out.dtype != x.dtype:
+        raise ValueError(f"out: expected an array of shape {tuple(x.shape)} and dtype {x.dtype} on "
+                         f"x's device, got shape {tuple(out.shape)} and dtype {out.dtype}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out: the array is read-only")
+
+
 def fwht(x, *, normalized: bool = False, out=None):
     """Fast Walsh-Hadamard transform over the last axis: y = H_n x, or H_n x / sqrt(n).
 
@@ -50,8 +70,9 @@ def fwht(x, *, normalized: bool = False, out=None):
     x : float32 or float64 array (NumPy or CuPy), shape (..., n) with n = 2^k, 0 <= k <= 24,
         any memory layout (a contiguous copy is made only when needed).
     normalized : divide by sqrt(n) (orthonormal, self-inverse).
-    out : None (a new array), ``x`` itself (in place), or an array of x's shape and dtype
-        to write to.
+    out : None (a new array), ``x`` itself (in place), or an array of x's kind (NumPy, or
+        CuPy on x's device), shape and dtype to write to, writable; it may overlap x. Anything
+        else is a TypeError (not such an array) or ValueError (shape, dtype, read-only).
 
     Returns the transformed array (``out`` if given). An empty batch returns an empty result.
     """
@@ -59,9 +80,7 @@ def fwht(x, *, normalized: bool = False, out=None):
     if not isinstance(normalized, (bool, np.bool_)):
         raise TypeError(f"normalized: expected True or False, got {type(normalized).__name__} "
                         f"{normalized!r}")
-    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or is_cupy_array(out) != is_cupy_array(x)):
-        raise ValueError(f"out: expected an array of shape {tuple(x.shape)} and dtype {x.dtype} on "
-                         f"x's device, got shape {tuple(out.shape)} and dtype {out.dtype}")
+    _check_out(x, out)
     scale = 1 / math.sqrt(n) if normalized else None
     if is_cupy_array(x):
         from . import fwht_cuda  # imported only when a CuPy array arrives
@@ -77,8 +96,6 @@ def fwht(x, *, normalized: bool = False, out=None):
         work = np.array(x, order="C", copy=True)  # the result array itself
         fwht_inplace(work.reshape(-1, n), scale)
         return work
-    if not target.flags.writeable:
-        raise ValueError("out: the array is read-only")
     if target.flags.c_contiguous:
         if target is not x and not np.shares_memory(target, x):
             np.copyto(target, x)

@@ -43,6 +43,8 @@ only rescales w to r0 (no change when ||w|| = r0, to rounding). A w of norm 0 (t
 is undefined), with non-finite entries, or whose squares overflow float64, and an s whose
 finite entries overflow float64 when squared, raise a ValueError naming the tensor. All
 tensors are checked after pass 1 and before any is written: on an error nothing is modified.
+A step that shares memory with a w (other than being that w itself, which is a zero step),
+and tensors of ws that overlap, are refused before pass 1: w is written while s is read.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def layca_update(w, s, rho: float, target_norm: float, *, eps: float = 1e-7) -> 
         a NumPy array (Numba CPU kernels), or a CuPy or Numba device array (CUDA kernels).
         Any layout (a non-contiguous w is updated through a contiguous copy).
     s : the base optimizer's step, same kind of array, dtype and shape as w; not modified.
+        It may be w itself (a zero step), but not otherwise share memory with w (a
+        ValueError: w is written while s is read).
     rho : the layer's rate, finite, >= 0. A non-zero step turns w by exactly arctan(rho).
     target_norm : r0 = ||w_0||, finite, > 0: ||w|| after the step.
     eps : a projected step with norm <= eps is a zero step (the paper code's 1e-7).
@@ -98,7 +102,7 @@ def layca_update_many(ws: Sequence, ss: Sequence, rhos: Sequence[float],
 
     ws, ss : sequences of T arrays as for ``layca_update`` (ss[t] matches ws[t] in dtype and
         shape; dtypes may differ between tensors; all on the CPU or all on the GPU). The
-        tensors of ws must not overlap each other.
+        tensors of ws must not overlap each other, nor any step a w (a ValueError).
     rhos, target_norms : sequences (or 1-D arrays) of T numbers, as for ``layca_update``.
 
     Returns T ``LaycaInfo`` records, in order. On the CPU the parallel work is spread over
@@ -157,6 +161,77 @@ def _check_pair(w, s, kind: str, many: bool, t: int) -> None:
                                  f"arrays may have any layout)")
 
 
+def _byte_span(x) -> tuple[int, int] | None:
+    """[lo, hi) of the bytes ``x`` spans (NumPy, or a device array's
+    ``__cuda_array_interface__``); None for an empty array or one that says nothing."""
+    if isinstance(x, np.ndarray):
+        if x.size == 0:
+            return None
+        return tuple(int(v) for v in np.lib.array_utils.byte_bounds(x))
+    iface = getattr(x, "__cuda_array_interface__", None)
+    if iface is None or not iface.get("shape") or 0 in iface["shape"]:
+        return None
+    itemsize = np.dtype(iface["typestr"]).itemsize
+    shape = iface["shape"]
+    strides = iface.get("strides") or tuple(int(np.prod(shape[i + 1:])) * itemsize for i in range(len(shape)))
+    ptr = int(iface["data"][0])
+    low = sum(min(0, (n - 1) * st) for n, st in zip(shape, strides))
+    high = sum(max(0, (n - 1) * st) for n, st in zip(shape, strides))
+    return ptr + low, ptr + high + itemsize
+
+
+def _layout(x):
+    iface = getattr(x, "__array_interface__", None) or getattr(x, "__cuda_array_interface__", None)
+    return None if iface is None else (iface["data"][0], tuple(iface["shape"]), iface.get("strides"))
+
+
+def _same_view(a, b) -> bool:
+    """``s`` is ``w`` itself (the same elements in the same layout): allowed, since the
+    projected step is then exactly 0 and pass 2 reads s only through b = 0."""
+    return a is b or (_layout(a) is not None and _layout(a) == _layout(b))
+
+
+def _share(a, b) -> bool:
+    """Whether two arrays whose byte spans overlap share an element (exact for NumPy, when
+    cheap; device arrays and hard cases: their spans overlap, so assume they do)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        try:
+            return bool(np.shares_memory(a, b, max_work=1 << 16))
+        except np.exceptions.TooHardError:
+            return True
+    return True
+
+
+def _check_no_overlap(ws: list, ss: list, many: bool) -> None:
+    """A ValueError when a step s shares memory with a w (every w is overwritten in place
+    while the steps are read; s_t being w_t itself is allowed: ``_same_view``), or two
+    tensors of ws overlap; nothing has been written yet.
+    A sweep over the byte spans sorted by start: O(T log T) unless spans overlap."""
+    spans = []
+    for t in range(len(ws)):
+        for role, x in (("w", ws[t]), ("s", ss[t])):
+            span = _byte_span(x)
+            if span is not None:
+                spans.append((span[0], span[1], role, t, x))
+    spans.sort(key=lambda item: item[0])
+    active: list = []
+    for lo, hi, role, t, x in spans:
+        active = [a for a in active if a[1] > lo]
+        for _, _, role2, t2, x2 in active:
+            if role == role2 == "s" or (t == t2 and _same_view(x, x2)) or not _share(x, x2):
+                continue
+            (r1, i1), (r2, i2) = sorted([(role2, t2), (role, t)], key=lambda item: (item[0] == "w", item[1]))
+            names = {("w", i): _names(many, i)[0] for i in (i1, i2)}
+            names.update({("s", i): _names(many, i)[1] for i in (i1, i2)})
+            first, second = names[(r1, i1)], names[(r2, i2)]
+            if r1 == "s":
+                raise ValueError(f"{first}: shares memory with {second}, which the update "
+                                 f"overwrites in place while it reads the step: pass a copy of the step")
+            raise ValueError(f"{first}: shares memory with {second}: the tensors of ws must not "
+                             f"overlap (each is updated in place)")
+        active.append((lo, hi, role, t, x))
+
+
 def check_numbers(values, *, positive: bool, name: str, many: bool = False) -> np.ndarray:
     """(T,) float64 of ``values``, or a ValueError naming the first one that is not finite
     and >= 0 (> 0 if ``positive``): ``name[t]`` when ``many``, else ``name``."""
@@ -186,6 +261,7 @@ def _update(ws: list, ss: list, rhos, target_norms, eps, *, many: bool) -> list[
     kind = _kind(ws[0]) or "numpy"  # anything else fails the checks of the first pair
     for t in range(len(ws)):
         _check_pair(ws[t], ss[t], kind, many, t)
+    _check_no_overlap(ws, ss, many)
     rho = check_numbers(rhos, positive=False, name="rhos" if many else "rho", many=many)
     r0 = check_numbers(target_norms, positive=True, name="target_norms" if many else "target_norm",
                        many=many)

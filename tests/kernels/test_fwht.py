@@ -166,3 +166,19 @@ def test_rows_on_the_fly_and_next_power_of_two():
     assert [next_power_of_two(v) for v in (0, 1, 2, 3, 5, 1024, 1025)] == [1, 1, 2, 4, 8, 1024, 2048]
     with pytest.raises(ValueError, match="n: expected a power of two, got 6"):
         dense_hadamard(6)
+
+
+@pytest.mark.parametrize("out, error, match", [
+    ([0.0] * 4, TypeError, "out: expected None or a NumPy array \\(x is one\\), got list"),
+    (np.empty(4, np.float32), ValueError, r"out: expected an array of shape \(4,\) and dtype float64 .* dtype float32"),
+    (np.empty(8), ValueError, r"out: expected an array of shape \(4,\) .* got shape \(8,\)"),
+    ("out", TypeError, "out: expected None or a NumPy array"),
+])
+def test_fwht_refuses_a_bad_out(out, error, match):
+    """fwht(x, out=list) was an AttributeError ('list' object has no attribute 'shape')."""
+    with pytest.raises(error, match=match):
+        fwht(np.ones(4), out=out)
+    frozen = np.empty(4)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="out: the array is read-only"):
+        fwht(np.ones(4), out=frozen)

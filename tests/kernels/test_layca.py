@@ -405,3 +405,19 @@ def test_reference_zero_step_rescales_to_the_target_norm_like_the_kernel():
     kernel = w.copy()
     assert layca_update(kernel, np.zeros(2), 0.5, 10.0).zero_step
     np.testing.assert_allclose(kernel, got, rtol=1e-15)
+
+
+def test_layca_refuses_a_step_that_overlaps_the_kernel():
+    """A step sharing memory with w (but not w itself) was read while w was written: a
+    silently wrong update. Refused before anything is written; s is w (a zero step) and
+    interleaved views that share no element still work."""
+    buf = np.arange(1.0, 11.0)
+    before = buf.copy()
+    with pytest.raises(ValueError, match=r"^s: shares memory with w, which the update overwrites in place"):
+        layca_update(buf[:6], buf[4:], 0.1, 1.0)
+    with pytest.raises(ValueError, match=r"^ss\[1\]: shares memory with ws\[0\]"):
+        layca_update_many([buf[:5], np.ones(5)], [np.ones(5), buf[2:7]], [0.1, 0.1], [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"^ws\[0\]: shares memory with ws\[1\]: the tensors of ws must not overlap"):
+        layca_update_many([buf[:5], buf[4:9]], [np.ones(5), np.ones(5)], [0.1, 0.1], [1.0, 1.0])
+    np.testing.assert_array_equal(buf, before)
+    assert layca_update(buf[::2], buf[1::2], 0.1, 1.0).norm == pytest.approx(1.0)
