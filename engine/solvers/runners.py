@@ -12,20 +12,28 @@ Hessian-vector product...). A runner evaluates that map-reduce:
   in a fixed tree, so only the final d x d (or C x d) result comes back.
 
 The additions happen in chunk order (a fixed tree for Dask), so a result does not depend on
-the number of workers or on which worker ran which chunk. The small solves (d x d, C d x
-C d) stay with the caller.
+the number of workers or on which worker ran which chunk. A pass whose partial results are
+not simply added (the ridge head's centred sums, merged pairwise) gives ``map_sum`` its
+``combine(a, b)`` function, applied in the same order and tree. The small solves (d x d,
+C d x C d) stay with the caller.
+
+``check_scheduler(address)`` checks the form of a scheduler address (``tcp://host:port``,
+``host:port``, tls / ws / wss / ucx) before anything connects: ``make_runner`` calls it, and
+so can a command line before any work.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .._checks import positive_int
 from .sources import ArraySource
 
-__all__ = ["LocalRunner", "DaskRunner", "make_runner", "SchedulerError"]
+__all__ = ["LocalRunner", "DaskRunner", "make_runner", "check_scheduler", "SchedulerError"]
 
 Ranges = Sequence[tuple[int, int]]
 
@@ -38,6 +46,31 @@ def _add(a, b):
     return tuple(x + y for x, y in zip(a, b))
 
 
+PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
+_ADDRESS = re.compile(r"^(?:(?P<protocol>[A-Za-z][A-Za-z0-9+.-]*)://)?"
+                      r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})$")
+
+
+def check_scheduler(address, name: str = "scheduler") -> str:
+    """``address`` if it has the form of a Dask scheduler address, ``[PROTOCOL://]HOST:PORT``
+    with PROTOCOL one of ``PROTOCOLS`` (default tcp), HOST a name, an IPv4 address or a
+    bracketed IPv6 one, PORT in 1..65535; else a ValueError naming ``name``. Nothing is
+    contacted: whether a scheduler answers there is found when the runner connects."""
+    expected = (f"{name}: expected a Dask scheduler address [PROTOCOL://]HOST:PORT such as "
+                f"tcp://127.0.0.1:8786 (PROTOCOL one of {', '.join(PROTOCOLS)}; PORT 1-65535)")
+    if not isinstance(address, str):
+        raise TypeError(f"{expected}, got {type(address).__name__} {address!r}")
+    match = _ADDRESS.match(address.strip())
+    if match is None:
+        raise ValueError(f"{expected}, got {address!r}")
+    protocol = (match["protocol"] or "tcp").lower()
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{expected}, got {address!r} (unknown protocol {protocol!r})")
+    if not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"{expected}, got {address!r} (port {int(match['port'])} out of range)")
+    return address.strip()
+
+
 class LocalRunner:
     """Chunk sums in this process."""
 
@@ -46,11 +79,16 @@ class LocalRunner:
     def prepare(self, source: ArraySource):
         return source
 
-    def map_sum(self, fn: Callable, ranges: Ranges, *args, progress: Callable[[int], None] | None = None):
+    def map_sum(self, fn: Callable, ranges: Ranges, *args, progress: Callable[[int], None] | None = None,
+                combine: Callable = _add):
+        """The sum (or ``combine``, in chunk order) of ``fn(start, stop, *args)`` over the
+        ``ranges``; a ValueError when there is none (no rows: nothing to sum)."""
+        if not ranges:
+            raise ValueError("ranges: a pass over the data needs at least one row")
         total = None
         for start, stop in ranges:
             part = fn(start, stop, *args)
-            total = part if total is None else _add(total, part)
+            total = part if total is None else combine(total, part)
             if progress is not None:
                 progress(stop - start)
         return total
@@ -101,12 +139,14 @@ class DaskRunner(LocalRunner):
             return self.client.scatter(source, broadcast=True)
         return source
 
-    def map_sum(self, fn: Callable, ranges: Ranges, *args, progress=None):
+    def map_sum(self, fn: Callable, ranges: Ranges, *args, progress=None, combine: Callable = _add):
+        if not ranges:
+            raise ValueError("ranges: a pass over the data needs at least one row")
         shared = [self.client.scatter(a, broadcast=True) if isinstance(a, np.ndarray) and a.nbytes > 1 << 16
                   else a for a in args]
         level = [self.client.submit(fn, start, stop, *shared, pure=False) for start, stop in ranges]
         while len(level) > 1:  # pairwise, in chunk order: a fixed tree of additions
-            level = [self.client.submit(_add, level[i], level[i + 1], pure=False)
+            level = [self.client.submit(combine, level[i], level[i + 1], pure=False)
                      if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
         total = level[0].result()
         if progress is not None:
@@ -127,9 +167,15 @@ class DaskRunner(LocalRunner):
 
 
 def make_runner(scheduler: str | None = None, workers: int | None = None) -> LocalRunner:
-    """A DaskRunner when a scheduler address or a number of workers is given, else local."""
+    """A DaskRunner when a scheduler address or a number of workers is given (not both),
+    else local. Both are checked before anything starts or connects."""
+    if scheduler is not None and workers is not None:
+        raise ValueError(f"workers: give either workers (a local cluster) or scheduler (an "
+                         f"existing one), not both; got workers={workers!r}, scheduler={scheduler!r}")
+    if scheduler is not None:
+        scheduler = check_scheduler(scheduler)
+    if workers is not None:
+        workers = positive_int(workers, "workers")
     if scheduler is None and workers is None:
         return LocalRunner()
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
     return DaskRunner(scheduler, workers)

@@ -12,7 +12,8 @@ never travels through the client. Supported:
 * ``dir.zarr`` or ``dir.zarr:name`` (a Zarr array, or an array inside a Zarr group).
 
 ``open_source(spec, what)`` parses those forms and checks that the file and the dataset
-exist, naming ``what`` (e.g. "FEATURES") in the error. ``row_chunks(n, rows)`` cuts N rows
+exist, naming ``what`` (e.g. "FEATURES") in the error, and the arrays the file holds when
+the name is missing or wrong (``array_names``). ``row_chunks(n, rows)`` cuts N rows
 into ranges; ``check_chunk`` refuses a chunk holding NaN or Inf, naming its row range.
 """
 
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArraySource", "open_source", "row_chunks", "check_chunk", "default_chunk_rows"]
+__all__ = ["ArraySource", "open_source", "array_names", "row_chunks", "ranges_of", "check_chunk",
+           "default_chunk_rows"]
 
 KINDS = ("memory", "npy", "npz", "h5", "zarr")
 
@@ -101,7 +103,7 @@ def open_source(spec: str, what: str = "array") -> ArraySource:
     if not os.path.exists(base):
         _fail(what, f"{spec!r}: no such {'directory' if kind == 'zarr' else 'file'} {base!r}")
     if kind in ("npz", "h5") and not name:
-        _fail(what, f"{spec!r}: say which array, e.g. {base}:{'features' if kind == 'h5' else 'arr_0'}")
+        _fail(what, f"{spec!r}: say which array, e.g. {base}:{_example(kind, base)}{_holding(kind, base)}")
     if kind == "npy" and name:
         _fail(what, f"{spec!r}: a .npy file holds one array; drop ':{name}'")
     try:
@@ -109,11 +111,53 @@ def open_source(spec: str, what: str = "array") -> ArraySource:
     except (OSError, KeyError, ValueError, TypeError) as err:
         _fail(what, f"{spec!r}: cannot read it ({type(err).__name__}: {err})")
     if handle is None:
-        _fail(what, f"{spec!r}: no array {name!r} in {base!r}")
+        if kind == "zarr" and not name:
+            _fail(what, f"{spec!r} is a Zarr group, not an array: say which array, e.g. "
+                        f"{base}:{_example(kind, base)}{_holding(kind, base)}")
+        _fail(what, f"{spec!r}: no array {name!r} in {base!r}{_holding(kind, base)}")
     shape, dtype = tuple(int(s) for s in handle.shape), np.dtype(handle.dtype)
     if len(shape) not in (1, 2) or dtype.kind not in "fiub":
         _fail(what, f"{spec!r}: expected a 1-D or 2-D numeric array, got {dtype} {shape}")
     return ArraySource(kind, base, name, shape, dtype)
+
+
+def array_names(kind: str, path: str) -> list[str]:
+    """The names of the arrays an .npz archive, an HDF5 file or a Zarr group holds (nested
+    ones as ``group/name``), sorted; [] if it cannot be read."""
+    try:
+        if kind == "npz":
+            with np.load(path) as archive:
+                return sorted(archive.files)
+        if kind == "h5":
+            import h5py
+
+            names: list[str] = []
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Dataset) else None)
+            return sorted(names)
+        if kind == "zarr":
+            import zarr
+
+            root = zarr.open(path, mode="r")
+            if hasattr(root, "shape"):
+                return []
+            return sorted(key for key, obj in root.members(max_depth=None) if hasattr(obj, "shape"))
+    except (OSError, KeyError, ValueError, TypeError):
+        pass
+    return []
+
+
+def _holding(kind: str, path: str, limit: int = 20) -> str:
+    names = array_names(kind, path)
+    if not names:
+        return " (it holds no array)" if kind != "npy" else ""
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    return f" (it holds: {shown})"
+
+
+def _example(kind: str, path: str) -> str:
+    names = array_names(kind, path)
+    return names[0] if names else ("features" if kind != "npz" else "arr_0")
 
 
 def _open_checked(kind: str, path: str, name: str):
@@ -132,7 +176,7 @@ def _open_checked(kind: str, path: str, name: str):
 
         root = zarr.open(path, mode="r")
         if name:
-            if name not in root:
+            if hasattr(root, "shape") or name not in root or not hasattr(root[name], "shape"):
                 return None
         elif not hasattr(root, "shape"):
             return None
@@ -146,6 +190,14 @@ def default_chunk_rows(d: int, itemsize: int = 8, budget_bytes: int = 32 << 20) 
 
 def row_chunks(n: int, rows: int) -> list[tuple[int, int]]:
     return [(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def ranges_of(pieces, chunk_rows: int) -> list[tuple[int, int]]:
+    """Chunk ranges covering the row intervals ``pieces`` [(start, stop), ...]."""
+    out = []
+    for lo, hi in pieces:
+        out += [(s + lo, e + lo) for s, e in row_chunks(hi - lo, chunk_rows)]
+    return out
 
 
 def check_chunk(values: np.ndarray, start: int, what: str) -> None:

@@ -445,3 +445,14 @@ def test_doctest_blocks_and_output_blocks_are_checked():
     run_python(printing, {}, "0.67")
     with pytest.raises(AssertionError, match="the output block after it shows"):
         run_python(printing, {}, "0.5")
+
+
+def test_a_command_too_long_to_run_is_parsed_flag_by_flag():
+    check_parses(Command("lastlayer reproduce pof --seeds 10 --out runs/pof",
+                         ["reproduce", "pof", "--seeds", "10", "--out", "runs/pof"], None, None))
+    for argv, why in ((["verify", "--wdie"], "unrecognized arguments: --wdie"),
+                      (["reproduce", "pof", "--seeds", "0"], "--seeds"),
+                      (["reproduce", "pofx", "--quick"], "invalid choice"),
+                      (["verify", "--only", "Q"], "Q selects no row")):
+        with pytest.raises(AssertionError, match=why):
+            check_parses(Command("lastlayer " + " ".join(argv), argv, None, None))

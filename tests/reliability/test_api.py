@@ -176,3 +176,16 @@ def test_numpy_scalars_are_numbers_everywhere():
     b = ExactRidgeHead(0.25, chunk_rows=7, lams=[0.1, 1.0], cv=3).fit(x, y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert ExactSoftmaxHead(np.float64(1e-2), max_iter=np.int64(50), tol=np.float32(1e-8)).fit(x, labels).converged_
+
+
+def test_a_zarr_group_without_an_array_name_lists_its_arrays(tmp_path):
+    import zarr
+
+    from engine.solvers.estimators import ExactRidgeHead
+
+    group = zarr.open_group(str(tmp_path / "f.zarr"), mode="w")
+    group.create_array("features", data=np.zeros((4, 2)))
+    group.create_group("more").create_array("targets", data=np.zeros(4))
+    with pytest.raises(ValueError, match=r"X: '.*f.zarr' is a Zarr group, not an array: say which array, "
+                                         r"e.g. .*f.zarr:features \(it holds: features, more/targets\)"):
+        ExactRidgeHead().fit(str(tmp_path / "f.zarr"), np.zeros(4))
