@@ -30,7 +30,8 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from .._checks import all_finite, float_array, positive_int, real_number
+from .._checks import all_finite, float_array, penalty, positive_int, real_number
+from ..losses import softmax
 from .curvature import hessian, hvp, objective
 
 __all__ = ["SoftmaxSolution", "fit_softmax_regression"]
@@ -70,7 +71,8 @@ def fit_softmax_regression(Phi, labels, lam: float, *, fit_bias: bool = True,
     Parameters
     ----------
     Phi : (N, d) float64 features, N, d >= 1; labels : (N,) NumPy integer labels in [0, C)
-    lam : finite, > 0 (at lam = 0 separable data has no finite optimum)
+    lam : finite, > 0 (at lam = 0 separable data has no finite optimum), N lam <= 1e150
+        (``engine._checks.LAM_ROWS_MAX``)
     n_classes : C >= 2 (default: labels.max() + 1). With ``fit_bias``, every class needs at
         least one sample: the unpenalised bias of an absent class would go to -inf (J has
         no minimiser), so that is an error; without a bias W stays finite (lam > 0).
@@ -88,7 +90,7 @@ def fit_softmax_regression(Phi, labels, lam: float, *, fit_bias: bool = True,
     if labels.ndim != 1 or labels.shape[0] != Phi.shape[0] or labels.dtype.kind not in "iu":
         raise ValueError(f"labels: expected integer labels of shape ({Phi.shape[0]},), got "
                          f"{labels.dtype} {tuple(labels.shape)}")
-    lam = real_number(lam, "lam", minimum=0, open_minimum=True)
+    lam = penalty(lam, Phi.shape[0], "lam")  # > 0, N lam <= LAM_ROWS_MAX
     if method not in ("auto", "newton", "newton-cg", "lbfgs"):
         raise ValueError(f"method: expected 'auto', 'newton', 'newton-cg' or 'lbfgs', got {method!r}")
     tol = real_number(tol, "tol", minimum=0, open_minimum=True)
@@ -132,6 +134,12 @@ def _start(x, shape, dtype, name) -> np.ndarray:
     return np.array(x, dtype=dtype)
 
 
+# Where Newton's predicted decrease -slope / 2 is below the rounding of J (near the optimum),
+# Armijo's test on J rejects the full step for nothing: the step is then judged by the
+# residual ||grad J|| it leads to (as engine.solvers.softmax_streamed.FLAT_SLOPE).
+FLAT_SLOPE = 1e-10
+
+
 def _newton(Phi, labels, lam, W, b, tol, max_iter, method) -> SoftmaxSolution:
     c, d = W.shape
     n_params = c * d + (c if b is not None else 0)
@@ -164,43 +172,63 @@ def _newton(Phi, labels, lam, W, b, tol, max_iter, method) -> SoftmaxSolution:
                 hv_w, hv_b = hvp(W, b, Phi, labels, lam, *_unpack(v, c, d, b is not None), "ce")
                 return _pack(hv_w, hv_b) + gauge * (gauge @ v)
 
-            step = -_conjugate_gradients(apply, g, min(0.5, np.sqrt(res)) * res, 2 * n_params)
+            diagonal = _hessian_diagonal(W, b, Phi, lam) + gauge * gauge
+            step = -_conjugate_gradients(apply, g, min(0.5, np.sqrt(res)) * res, 2 * n_params,
+                                         diagonal)
         slope = float(g @ step)  # < 0: a descent direction
         t = 1.0  # backtracking (Armijo); near the optimum the full step is always taken
         while True:
             W_new, b_new = _unpack(_pack(W, b) + t * step, c, d, b is not None)
+            if b_new is not None:
+                # J is invariant along the gauge direction, but conjugate gradients (and
+                # rounding) let sum(b) drift: put it back to 0 exactly (J and grad unchanged)
+                b_new = b_new - b_new.mean()
             new = objective(W_new, b_new, Phi, labels, lam, "ce")
             if new.value <= obj.value + 1e-4 * t * slope:
                 break
+            if t == 1.0 and -slope <= FLAT_SLOPE * abs(obj.value) and _residual(new) < res:
+                break  # J is flat to rounding here: the step lowers the residual
             t /= 2
             if t < 1e-10:  # no decrease possible: J is flat to rounding here
                 return SoftmaxSolution(W, b, res, it, method, False)
-        if b_new is not None:
-            # J is invariant along the gauge direction, but conjugate gradients (and
-            # rounding) let sum(b) drift: put it back to 0 exactly (J and grad unchanged)
-            b_new = b_new - b_new.mean()
-            new = objective(W_new, b_new, Phi, labels, lam, "ce")
         W, b, obj = W_new, b_new, new
     res = _residual(obj)
     return SoftmaxSolution(W, b, res, max_iter, method, res <= tol)
 
 
-def _conjugate_gradients(apply, rhs, tol: float, max_iter: int) -> np.ndarray:
+def _hessian_diagonal(W, b, Phi, lam) -> np.ndarray:
+    """The diagonal of H (packed like the parameters): (1/N) sum_i p_ic (1 - p_ic) Phi_ij^2
+    + 2 lam for W, (1/N) sum_i p_ic (1 - p_ic) for b."""
+    z = Phi @ W.T
+    if b is not None:
+        z += b
+    p = softmax(z)
+    a = p * (1.0 - p)
+    dW = (a.T @ (Phi * Phi)) / len(Phi) + 2 * lam
+    return _pack(dW, a.mean(axis=0) if b is not None else None)
+
+
+def _conjugate_gradients(apply, rhs, tol: float, max_iter: int, diagonal=None) -> np.ndarray:
     """Solve A x = rhs for symmetric positive definite A given as ``apply(v) = A v``, until
-    ||A x - rhs|| <= tol (Hestenes & Stiefel)."""
+    ||A x - rhs|| <= tol (Hestenes & Stiefel), preconditioned by ``diagonal`` (A's diagonal,
+    Jacobi) when given: with the penalised W (curvature >= 2 lam) beside the unpenalised b
+    (<= 1/2), plain CG needed more iterations the larger lam (16 at lam = 1e100)."""
+    m = np.ones_like(rhs) if diagonal is None else diagonal
     x = np.zeros_like(rhs)
     r = rhs.copy()
-    p = r.copy()
-    rr = float(r @ r)
+    z = r / m
+    p = z.copy()
+    rz = float(r @ z)
     for _ in range(max_iter):
-        if np.sqrt(rr) <= tol:
+        if np.linalg.norm(r) <= tol:
             break
         ap = apply(p)
-        alpha = rr / float(p @ ap)
+        alpha = rz / float(p @ ap)
         x += alpha * p
         r -= alpha * ap
-        rr, rr_old = float(r @ r), rr
-        p = r + (rr / rr_old) * p
+        z = r / m
+        rz, rz_old = float(r @ z), rz
+        p = z + (rz / rz_old) * p
     return x
 
 

@@ -225,3 +225,46 @@ def test_bad_input_is_named(data, files, tmp_path):
     assert open_source(str(files / "x.npy")).shape == (N, D)
     with pytest.raises(TypeError, match="expected a NumPy array"):
         ArraySource.memory([1, 2])
+
+
+def test_a_large_lambda_leaves_the_bias_at_the_log_class_priors(data):
+    """At the largest admissible lambda W is 0 to rounding and the unpenalised bias is the
+    centred log class priors. Plain conjugate gradients moved b by ~1 / (2 lam) per
+    iteration (the W block's curvature is >= 2 lam, b's <= 1/2: 10 Newton iterations at
+    lam = 1e100 with the bias 4.5e-10 off); preconditioned by the Hessian's diagonal,
+    the head converges in a few steps and b to 1e-12."""
+    x, _, labels = data
+    prior = np.log(np.bincount(labels) / N)
+    lam = 1e150 / N
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning either
+        head = ExactSoftmaxHead(lam, chunk_rows=97).fit(x, labels)
+    assert head.converged_ and head.n_iter_ <= 8
+    assert max_diff(head.intercept_, prior - prior.mean()) < 1e-12
+    assert np.abs(head.coef_).max() < 1e-140
+    from engine.solvers import fit_softmax_regression
+
+    sol = fit_softmax_regression(x, labels, lam, method="newton-cg", tol=1e-12)
+    assert sol.converged and sol.iterations <= 8
+    assert max_diff(sol.b, prior - prior.mean()) < 1e-12
+
+
+
+def test_every_path_solve_of_the_kfold_cv_converges(data):
+    """Near the optimum Newton's decrease fell below the rounding of J, Armijo's test
+    rejected every full step and the solve crept on with t ~ 1e-9: one solve of this CV path
+    stayed at a residual of 3.6e-10 > tol = 1e-10 for 100 iterations, silently. The full
+    step is now judged by the residual where J is flat to rounding: every solve converges
+    in at most 10 iterations."""
+    from engine.solvers.runners import LocalRunner
+    from engine.solvers.softmax_streamed import softmax_path
+
+    x, _, labels = data
+    lams = np.logspace(-4, 0, 8)
+    edges = [0, 120, 240, 360, 480, 600]
+    for f in range(5):
+        train = [(a, b) for a, b in ((0, edges[f]), (edges[f + 1], N)) if b > a]
+        sols, _ = softmax_path(LocalRunner(), ArraySource.memory(x), ArraySource.memory(labels),
+                               np.arange(4), lams, True, 1e-10, 100, 97, train=train)
+        assert all(s.converged and s.kkt_residual <= 1e-10 and s.iterations <= 10 for s in sols), \
+            [(s.iterations, s.kkt_residual) for s in sols]
