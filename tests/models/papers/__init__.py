@@ -34,11 +34,15 @@ def assert_seed_statistics(out: Path, seeds: int, compared: bool) -> None:
     intervals of the difference and p-values). In results.h5 every dataset holding NaN says
     why, and so does every group of an undefined statistic."""
     report = (out / "report.md").read_text()
-    assert not NAN.search(report), NAN.search(report)
+
+    def around(match) -> str:
+        return f"{seeds} seeds: {report[max(0, match.start() - 60):match.end() + 30]!r}"
+
+    assert not NAN.search(report), around(NAN.search(report))
     if seeds < MIN_SEEDS:
-        assert not INTERVAL.search(report), INTERVAL.search(report)
-        assert not P_VALUE.search(report), P_VALUE.search(report)
-        assert no_interval(seeds) in report
+        assert not INTERVAL.search(report), around(INTERVAL.search(report))
+        assert not P_VALUE.search(report), around(P_VALUE.search(report))
+        assert no_interval(seeds) in report, f"{seeds} seeds: the report does not say why"
     else:
         assert re.search(r"\d ± \d", report)
         assert "no interval or test" not in report
