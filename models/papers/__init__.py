@@ -47,9 +47,15 @@ class Paper:
 
     def reproduce(self, out: Path, *, quick: bool = False, seeds: int | None = None,
                   quiet: bool = False) -> Path:
-        """Run ``lastlayer reproduce NAME``: results.h5, report.md and figures in ``out``."""
+        """Run ``lastlayer reproduce NAME``: results.h5, report.md and figures in ``out``.
+        Every reproduction runs with one BLAS and one Numba thread (``engine.threads``): its
+        matrices are small, a second thread gains nothing there and thrashes on a shared
+        machine, and the numbers then never depend on the machine's core count."""
+        from engine.threads import thread_limits
+
         module = importlib.import_module(f"{self.package}.reproduce")
-        return module.run(Path(out), quick=quick, seeds=seeds, quiet=quiet)
+        with thread_limits(threads=1):
+            return module.run(Path(out), quick=quick, seeds=seeds, quiet=quiet)
 
 
 PAPERS: tuple[Paper, ...] = (
