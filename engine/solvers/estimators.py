@@ -20,30 +20,116 @@ Hessian-vector product). With ``workers=N`` (a local Dask cluster of N processes
 its own rows; only d x d or C x d sums come back (``engine.solvers.runners``).
 
 Lambda. ``lam`` fixes it; ``lams`` (a grid) with ``cv`` chooses it: ``cv=K`` (K contiguous
-folds, scikit-learn's ``KFold(K)``: mean held-out MSE for ridge, mean held-out
+folds, scikit-learn's ``KFold(K)``, 2 <= K <= N: mean held-out MSE for ridge, mean held-out
 cross-entropy for softmax; each fold is fitted with the whole problem's penalty
-N lam ||W||^2, as ``RidgeCV`` and ``LogisticRegressionCV`` keep one alpha or C), or for ridge ``cv="loo"`` (exact leave-one-out, scikit-learn
-``RidgeCV``'s default) and ``cv="gcv"`` (generalised cross-validation). Ridge needs one
-pass over the data for every lambda and fold at once (two for "loo"); softmax solves the
-lambda path from the largest lambda down, each solve warm-started from the previous one.
-After the choice the head is refitted on all rows. Fitted attributes: ``coef_`` (C, d),
-``intercept_`` (C,), ``lam_``, ``cv_lams_`` / ``cv_scores_`` (the CV curve),
-``kkt_residual_`` (||grad J|| at the solution, on all rows), ``n_features_in_``; softmax
-also ``classes_``, ``converged_``, ``n_iter_``.
+N lam ||W||^2, as ``RidgeCV`` and ``LogisticRegressionCV`` keep one alpha or C), or for
+ridge ``cv="loo"`` (exact leave-one-out, scikit-learn ``RidgeCV``'s default) and
+``cv="gcv"`` (generalised cross-validation), both exact also at N < d (``ridge_cv``). Every
+lambda is finite, > 0 (a single ridge ``lam`` may be 0) and N lam <= ``LAM_ROWS_MAX``
+(1e150), so that no product in the solvers overflows. Ridge needs one pass over the data for
+every lambda and fold at once (two for "loo", and for "gcv" or K folds where the sums cannot
+resolve a nearly exact fit); softmax solves the lambda path from the largest lambda down,
+each solve warm-started from the previous one. After the choice the head is refitted on all
+rows. Fitted attributes: ``coef_`` (C, d), ``intercept_`` (C,), ``lam_``, ``cv_lams_`` /
+``cv_scores_`` (the CV curve), ``kkt_residual_`` (||grad J|| at the solution, on all rows;
+for ridge with a bias in the coordinates of the centred features), ``n_features_in_``;
+softmax also ``classes_`` (the labels' own dtype: uint64 labels >= 2^63 work),
+``converged_``, ``n_iter_``. A softmax solve that stops above ``tol`` warns
+``sklearn.exceptions.ConvergenceWarning`` with the residual it reached.
+
+Conventions and checks. ``fit(X, y, sample_weight=None, *, progress=None)``: every row
+weighs the same, so a ``sample_weight`` is refused (a ValueError) rather than ignored;
+``progress(rows)`` is called as rows are read. ``predict`` before ``fit`` raises
+scikit-learn's ``NotFittedError``; NaN / Inf features, or outputs that overflow, are a
+ValueError naming X, the count and the first row. ``check_lams(values, rows, name)`` and
+``check_cv(cv, rows, loss)`` are the checks ``fit`` makes before any pass, for a command line
+to make before any work; ``runners.check_scheduler`` checks a scheduler address.
+``evaluate_head`` checks the sources' shapes against the head before reading a row and
+returns finite metrics only.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
 
-from .._checks import positive_int, real_number
-from .ridge_cv import fold_edges, loo_scores, ridge_cv_scores, ridge_statistics, solve_ridge
+from .._checks import LAM_ROWS_MAX, is_integer, is_real, penalty, positive_int, real_number
+from .ridge_cv import fold_edges, ridge_cv_scores, ridge_kkt, ridge_statistics, solve_ridge
 from .runners import make_runner
-from .softmax_streamed import class_counts, class_indices, make_problem, scores, softmax_path
+from .softmax_streamed import class_counts, class_indices, logit_scores, make_problem, softmax_path
 from .sources import ArraySource, default_chunk_rows, open_source
 
-__all__ = ["ExactRidgeHead", "ExactSoftmaxHead", "as_source"]
+__all__ = ["ExactRidgeHead", "ExactSoftmaxHead", "evaluate_head", "as_source", "check_lams",
+           "check_cv", "LAM_ROWS_MAX"]
+
+def check_lams(values, rows: int, name: str = "lam", *, allow_zero: bool = False) -> np.ndarray:
+    """``values`` (a number or a non-empty 1-D sequence of numbers, Python or NumPy) as a
+    1-D float64 array, each finite, > 0 (>= 0 with ``allow_zero``: the ridge head's single
+    lam, the minimum-norm least-squares solution) and with ``rows`` * lam <=
+    ``LAM_ROWS_MAX`` (1e150: engine._checks says why); else a TypeError (not numbers) or a
+    ValueError naming ``name``, the bound and the value received (and its position in a
+    grid). Checks only the numbers: call it before any work, ``rows`` being N, the rows the
+    head is fitted on."""
+    rows = positive_int(rows, "rows")
+    if is_real(values):
+        items = [values]
+    elif isinstance(values, (str, bytes, bool, np.bool_)) or values is None:
+        raise TypeError(f"{name}: expected a number or a sequence of numbers, got "
+                        f"{type(values).__name__} {values!r}")
+    else:
+        try:
+            array = np.asarray(values, dtype=object)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.ndim != 1:
+            raise TypeError(f"{name}: expected a number or a 1-D sequence of numbers, got "
+                            f"{type(values).__name__} {values!r}")
+        items = list(array)
+        if not items:
+            raise ValueError(f"{name}: expected at least one value, got an empty sequence")
+    out = np.empty(len(items))
+    for i, value in enumerate(items):
+        try:
+            out[i] = penalty(value, rows, name, allow_zero=allow_zero)
+        except (TypeError, ValueError) as err:
+            if len(items) == 1:
+                raise
+            raise type(err)(f"{err} (entry {i} of {len(items)})") from None
+    return out
+
+
+def check_cv(cv, rows: int, loss: str = "squared", name: str = "cv"):
+    """``cv`` checked against the data before any pass: None, an integer K with 2 <= K <=
+    ``rows`` (K contiguous folds, each of at least one row), or for ``loss`` "squared" one
+    of "loo", "gcv" (which need at least 2 rows). Returns it (K as a Python int); else a
+    ValueError (TypeError for what is not a number or a string) naming ``name``."""
+    allowed = ("loo", "gcv") if loss == "squared" else ()
+    if loss not in ("squared", "ce"):
+        raise ValueError(f"loss: expected 'squared' or 'ce', got {loss!r}")
+    rows = positive_int(rows, "rows")
+    if cv is None:
+        return None
+    if isinstance(cv, str) and cv in allowed:
+        if rows < 2:
+            raise ValueError(f"{name}: {cv!r} needs at least 2 rows, got {rows}")
+        return cv
+    expected = (f"{name}: expected None, an integer >= 2 (K folds)"
+                + (f" or one of {', '.join(map(repr, allowed))}" if allowed else ""))
+    if not is_integer(cv):
+        if isinstance(cv, str) and cv in ("loo", "gcv"):
+            raise ValueError(f"{expected}, got {cv!r} (leave-one-out and GCV are for the squared loss)")
+        if isinstance(cv, str) or is_real(cv):
+            raise ValueError(f"{expected}, got {cv!r}")
+        raise TypeError(f"{expected}, got {type(cv).__name__} {cv!r}")
+    if cv < 2:
+        raise ValueError(f"{expected}, got {cv!r}")
+    if cv > rows:
+        raise ValueError(f"{name}: {int(cv)} folds need at least {int(cv)} rows (one per fold), got {rows}")
+    return int(cv)
 
 
 def as_source(x, what: str) -> ArraySource:
@@ -60,30 +146,32 @@ def as_source(x, what: str) -> ArraySource:
                     f"got {type(x).__name__}")
 
 
+def _no_sample_weight(sample_weight) -> None:
+    if sample_weight is not None:
+        shape = f" of shape {np.shape(sample_weight)}" if hasattr(sample_weight, "shape") else ""
+        raise ValueError(f"sample_weight: the exact heads weight every row equally (J is the "
+                         f"plain mean loss); expected None, got {type(sample_weight).__name__}{shape}")
+
+
+def _finite_rows(x: np.ndarray, name: str, what: str = "entries") -> None:
+    """A ValueError naming ``name``, the count of NaN/Inf entries and the first row holding one."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
+        count = int(bad.sum())
+        raise ValueError(f"{name}: {count} NaN/Inf {what} in {rows.size} row{'s' if rows.size > 1 else ''}, "
+                         f"the first in row {int(rows[0])}; expected finite values")
+
+
 class _ExactHead(BaseEstimator):
     """Shared parameters and checks (see the module docstring)."""
 
-    def _lams(self) -> np.ndarray:
+    def _lams(self, rows: int) -> np.ndarray:
+        """The lambdas to fit: ``lam`` alone, or the sorted grid ``lams`` (each > 0)."""
         if self.lams is None:
-            minimum_open = isinstance(self, ExactSoftmaxHead)
-            return np.array([real_number(self.lam, "lam", minimum=0, open_minimum=minimum_open)])
-        lams = np.asarray(self.lams, dtype=np.float64).ravel() if not isinstance(self.lams, str) else None
-        if lams is None or lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0) or \
-                (isinstance(self, ExactSoftmaxHead) and np.any(lams <= 0)):
-            bound = "> 0" if isinstance(self, ExactSoftmaxHead) else ">= 0"
-            raise ValueError(f"lams: expected a non-empty grid of finite numbers {bound}, "
-                             f"got {self.lams!r}")
-        return np.unique(lams)
-
-    def _cv(self, allowed: tuple[str, ...]):
-        cv = self.cv
-        if cv is None or (isinstance(cv, str) and cv in allowed):
-            return cv
-        if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool) and cv >= 2:
-            return int(cv)
-        raise ValueError("cv: expected None, an integer >= 2 (K folds)"
-                         + (f" or one of {', '.join(map(repr, allowed))}" if allowed else "")
-                         + f", got {cv!r}")
+            zero = isinstance(self, ExactRidgeHead)  # lam = 0: the minimum-norm solution
+            return check_lams(self.lam, rows, "lam", allow_zero=zero)
+        return np.unique(check_lams(self.lams, rows, "lams"))
 
     def _data(self, X, y):
         phi = as_source(X, "X")
@@ -92,24 +180,36 @@ class _ExactHead(BaseEstimator):
             raise ValueError(f"X: expected features of shape (N, d) with N, d >= 1, got {phi.shape}")
         if target.rows != phi.rows:
             raise ValueError(f"y: expected {phi.rows} rows like X, got {target.rows}")
+        if len(target.shape) == 2 and target.shape[1] == 0:
+            raise ValueError(f"y: expected at least one target column, got shape {target.shape}")
         if phi.dtype.kind not in "fiu":
             raise ValueError(f"X: expected numeric features, got {phi.dtype}")
         rows = self.chunk_rows if self.chunk_rows is not None else default_chunk_rows(phi.shape[1])
-        positive_int(rows, "chunk_rows")
+        rows = positive_int(rows, "chunk_rows")
         return phi, target, rows
 
     def _runner(self):
         return make_runner(self.scheduler, self.workers)
 
     def _check_fitted(self, X):
-        if not hasattr(self, "coef_"):
-            raise ValueError(f"{type(self).__name__}: call fit before predict")
-        x = np.asarray(X) if not isinstance(X, (str, ArraySource)) else None
-        if x is None:
+        """``X`` as a finite (N, d) array, once the head is fitted (NotFittedError before)."""
+        check_is_fitted(self, "coef_")
+        if isinstance(X, (str, ArraySource)):
             raise TypeError("X: predict takes a NumPy array (read a file with ArraySource.read)")
-        if x.ndim != 2 or x.shape[1] != self.coef_.shape[-1]:
-            raise ValueError(f"X: expected shape (N, {self.coef_.shape[-1]}), got {x.shape}")
+        x = np.asarray(X)
+        d = self.coef_.shape[-1]
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"X: expected shape (N, {d}), got {x.shape}")
+        if x.dtype.kind not in "fiu":
+            raise ValueError(f"X: expected numeric features, got {x.dtype}")
+        _finite_rows(x, "X")
         return x
+
+    def _logits(self, x):
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+            z = x @ np.asarray(self.coef_).T + self.intercept_
+        _finite_rows(np.asarray(z), "X", "outputs (W x + b overflows float64)")
+        return z
 
 
 class ExactRidgeHead(_ExactHead, RegressorMixin):
@@ -125,26 +225,27 @@ class ExactRidgeHead(_ExactHead, RegressorMixin):
         self.workers = workers
         self.scheduler = scheduler
 
-    def fit(self, X, y, progress=None):
-        lams = self._lams()
-        cv = self._cv(("loo", "gcv"))
+    def fit(self, X, y, sample_weight=None, *, progress=None):
+        """Fit on features ``X`` (N, d) and targets ``y`` (N,) or (N, C); ``sample_weight``
+        must be None (every row weighs the same); ``progress(rows)`` is called as rows are read."""
+        _no_sample_weight(sample_weight)
+        phi, target, rows = self._data(X, y)
+        lams = self._lams(phi.rows)
+        cv = check_cv(self.cv, phi.rows, "squared")
         if cv is not None and self.lams is None:
             raise ValueError("cv: cross-validation needs a grid of lambdas (lams=...)")
-        phi, target, rows = self._data(X, y)
         if target.dtype.kind not in "fiu":
             raise ValueError(f"y: expected numeric targets, got {target.dtype}")
         folds = cv if isinstance(cv, int) else 1
-        if folds > phi.rows:
-            raise ValueError(f"cv: {folds} folds need at least {folds} rows, got {phi.rows}")
         with self._runner() as runner:
             stats = ridge_statistics(runner, phi, target, folds, rows, progress)
             if cv is None:
                 scores = None
                 self.lam_ = float(lams[0])
-            elif cv == "loo":
-                scores = loo_scores(runner, phi, target, stats, lams, self.fit_intercept, rows, progress)
             else:
-                scores = ridge_cv_scores(stats, lams, self.fit_intercept, "gcv" if cv == "gcv" else "kfold")
+                method = cv if isinstance(cv, str) else "kfold"
+                scores = ridge_cv_scores(runner, phi, target, stats, lams, self.fit_intercept, method,
+                                         rows, progress)
         if scores is not None:
             self.lam_ = float(lams[int(np.argmin(scores))])
         total = stats.total()
@@ -155,25 +256,12 @@ class ExactRidgeHead(_ExactHead, RegressorMixin):
         self.intercept_ = (b[0] if len(target.shape) == 1 else b) if b is not None else \
             (0.0 if len(target.shape) == 1 else np.zeros(W.shape[0]))
         self.n_features_in_ = phi.shape[1]
-        self.kkt_residual_ = _ridge_kkt(total, W, b, self.lam_)
+        self.kkt_residual_ = ridge_kkt(total, W, b, self.lam_)
         self.n_rows_ = phi.rows
         return self
 
     def predict(self, X):
-        x = self._check_fitted(X)
-        return x @ np.asarray(self.coef_).T + self.intercept_
-
-
-def _ridge_kkt(stats, W, b, lam) -> float:
-    """||grad J|| at (W, b) from the sums: dJ/dW = (2/n)(W G + b s^T - B^T) + 2 lam W."""
-    n = float(stats.n[0])
-    gW = W @ stats.gram[0] - stats.cross[0].T
-    gb = None
-    if b is not None:
-        gW += np.outer(b, stats.sums[0])
-        gb = (2 / n) * (W @ stats.sums[0] + n * b - stats.tsum[0])
-    gW = (2 / n) * gW + 2 * lam * W
-    return float(np.sqrt((gW * gW).sum() + (0.0 if gb is None else (gb * gb).sum())))
+        return self._logits(self._check_fitted(X))
 
 
 class ExactSoftmaxHead(_ExactHead, ClassifierMixin):
@@ -192,20 +280,25 @@ class ExactSoftmaxHead(_ExactHead, ClassifierMixin):
         self.workers = workers
         self.scheduler = scheduler
 
-    def fit(self, X, y, progress=None):
-        lams = self._lams()
-        cv = self._cv(())
+    def fit(self, X, y, sample_weight=None, *, progress=None):
+        """Fit on features ``X`` (N, d) and integer labels ``y`` (N,); ``sample_weight`` must
+        be None; ``progress(rows)`` is called as rows are read. A solve that stops above
+        ``tol`` (along the CV path or the final one) warns ``ConvergenceWarning`` with the
+        residual it reached; ``converged_`` says whether the final one reached ``tol``."""
+        _no_sample_weight(sample_weight)
+        phi, labels, rows = self._data(X, y)
+        lams = self._lams(phi.rows)
+        cv = check_cv(self.cv, phi.rows, "ce")
         if cv is not None and self.lams is None:
             raise ValueError("cv: cross-validation needs a grid of lambdas (lams=...)")
         tol = real_number(self.tol, "tol", minimum=0, open_minimum=True)
         max_iter = positive_int(self.max_iter, "max_iter")
-        phi, labels, rows = self._data(X, y)
         if len(labels.shape) != 1 or labels.dtype.kind not in "iu":
             raise ValueError(f"y: expected integer class labels of shape (N,), got {labels.dtype} "
                              f"{labels.shape}")
         with self._runner() as runner:
             counts = class_counts(runner, labels, rows)
-            classes = np.array(list(counts), dtype=np.int64)
+            classes = np.array(list(counts), dtype=labels.dtype)  # uint64 labels >= 2^63 included
             if len(classes) < 2:
                 raise ValueError(f"y: expected at least 2 classes, got {len(classes)}")
             scores = None
@@ -219,13 +312,15 @@ class ExactSoftmaxHead(_ExactHead, ClassifierMixin):
                     if self.fit_intercept:
                         present = class_counts(runner, labels, rows, train)
                         if len(present) < len(classes):
-                            missing = sorted(set(classes.tolist()) - set(present))
+                            missing = sorted(set(counts) - set(present))
                             raise ValueError(f"cv: fold {f} leaves class {missing[0]} out of its "
                                              f"training rows; with an unpenalised bias the fit "
                                              f"has no minimiser: use fewer folds or shuffle the rows")
-                    _, held_scores = softmax_path(runner, phi, labels, classes, lams,
-                                                  self.fit_intercept, tol, max_iter, rows,
-                                                  train=train, held=held, progress=progress)
+                    path, held_scores = softmax_path(runner, phi, labels, classes, lams,
+                                                     self.fit_intercept, tol, max_iter, rows,
+                                                     train=train, held=held, progress=progress)
+                    for lam, sol in zip(lams, path):
+                        _warn_unconverged(sol, lam, tol, max_iter, f"fold {f} of {cv}, ")
                     total_ce += np.array([s[0] for s in held_scores])
                 scores = total_ce / cv
                 lam = float(lams[int(np.argmin(scores))])
@@ -234,6 +329,7 @@ class ExactSoftmaxHead(_ExactHead, ClassifierMixin):
             solutions, _ = softmax_path(runner, phi, labels, classes, np.array([lam]),
                                         self.fit_intercept, tol, max_iter, rows, progress=progress)
             sol = solutions[0]
+            _warn_unconverged(sol, lam, tol, max_iter, "")
             problem = make_problem(runner, phi, labels, classes, lam, self.fit_intercept, rows)
             _, gW, gb = problem.value(sol.W, sol.b)
         self.classes_ = classes
@@ -249,8 +345,7 @@ class ExactSoftmaxHead(_ExactHead, ClassifierMixin):
         return self
 
     def decision_function(self, X):
-        x = self._check_fitted(X)
-        return x @ self.coef_.T + self.intercept_
+        return self._logits(self._check_fitted(X))
 
     def predict_proba(self, X):
         z = self.decision_function(X)
@@ -259,7 +354,17 @@ class ExactSoftmaxHead(_ExactHead, ClassifierMixin):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        z = self.decision_function(X)
+        return self.classes_[z.argmax(axis=1)]
+
+
+def _warn_unconverged(sol, lam: float, tol: float, max_iter: int, where: str) -> None:
+    if not sol.converged:
+        why = (f"after max_iter = {max_iter} Newton iterations" if sol.iterations >= max_iter
+               else f"after {sol.iterations} Newton iterations, no decrease of J left to rounding")
+        warnings.warn(f"ExactSoftmaxHead: the solve at lam = {lam:.6g} ({where}residual "
+                      f"{sol.kkt_residual:.3g}) stopped above tol = {tol:.3g} {why}",
+                      ConvergenceWarning, stacklevel=3)
 
 
 def _chunk_eval(start, stop, phi_src, y_src, W, b, loss, classes):
@@ -269,14 +374,55 @@ def _chunk_eval(start, stop, phi_src, y_src, W, b, loss, classes):
     check_chunk(phi, start, "features")
     phi = phi.astype(np.float64, copy=False)
     target = y_src.read(start, stop)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+        z = phi @ W.T + (0.0 if b is None else b)
+    if not np.isfinite(z).all():
+        row = int(np.flatnonzero(~np.isfinite(z).all(axis=1))[0]) + start
+        raise ValueError(f"X: the head's outputs W x + b overflow float64 in row {row} "
+                         f"(max |x| there {np.abs(phi[row - start]).max():.3g}); rescale the features")
     if loss == "squared":
         check_chunk(target, start, "targets")
-        r = phi @ W.T + (0.0 if b is None else b) - target.reshape(len(target), -1)
-        return np.array([float((r * r).sum()), 0.0]),
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+            r = z - target.reshape(len(target), -1)
+            sse = float((r * r).sum())
+        if not np.isfinite(sse):
+            raise ValueError(f"y: the squared errors of rows {start}-{stop - 1} overflow float64; "
+                             f"rescale the targets")
+        return np.array([sse, 0.0, 0.0]),
     y, known = class_indices(target, classes)
     rows = np.flatnonzero(known)  # a label the head does not know counts as wrong
-    ce, correct = scores(phi[rows], y[rows], W, b) if rows.size else (0.0, 0.0)
+    ce, correct = logit_scores(z[rows], y[rows]) if rows.size else (0.0, 0.0)
     return np.array([ce, correct, float(len(target) - rows.size)]),
+
+
+def _head_arrays(W, b, loss, classes):
+    """(W, b, classes) checked: W (C, d) finite float, b (C,) or None, classes (C,) sorted
+    distinct integers for "ce"."""
+    if loss not in ("squared", "ce"):
+        raise ValueError(f"loss: expected 'squared' or 'ce', got {loss!r}")
+    W = np.asarray(W)
+    if W.ndim != 2 or W.shape[0] == 0 or W.shape[1] == 0 or W.dtype.kind not in "fiu":
+        raise ValueError(f"W: expected a numeric array of shape (C, d) with C, d >= 1, got "
+                         f"{W.dtype} {W.shape}")
+    W = W.astype(np.float64, copy=False)
+    _finite_rows(W, "W")
+    if b is not None:
+        b = np.asarray(b)
+        if b.shape != (W.shape[0],) or b.dtype.kind not in "fiu":
+            raise ValueError(f"b: expected a numeric array of shape ({W.shape[0]},) like W's rows, "
+                             f"got {b.dtype} {b.shape}")
+        b = b.astype(np.float64, copy=False)
+        _finite_rows(b, "b")
+    if loss == "ce":
+        if classes is None:
+            raise ValueError("classes: a ce head needs its class labels (the head's classes_)")
+        classes = np.asarray(classes)
+        if classes.shape != (W.shape[0],) or classes.dtype.kind not in "iu":
+            raise ValueError(f"classes: expected {W.shape[0]} integer labels (one per row of W), got "
+                             f"{classes.dtype} {classes.shape}")
+        if np.any(classes[1:] <= classes[:-1]):
+            raise ValueError(f"classes: expected sorted distinct labels, got {classes.tolist()[:10]}")
+    return W, b, classes
 
 
 def evaluate_head(X, y, W, b, loss: str, classes=None, *, chunk_rows: int | None = None,
@@ -285,27 +431,48 @@ def evaluate_head(X, y, W, b, loss: str, classes=None, *, chunk_rows: int | None
     file specs or ArraySources, streamed in chunks): for "squared" the mean squared error
     per output and its root; for "ce" the mean cross-entropy, the accuracy, and how many
     rows hold a label the head does not know (they count as wrong and are left out of the
-    cross-entropy)."""
+    cross-entropy).
+
+    Every shape is checked against the head before any row is read: X (N, d) with d =
+    W's columns, N >= 1; for "squared" y (N, C) with C = W's rows, or (N,) when C = 1; for
+    "ce" y (N,) integer labels and ``classes`` (C,) the head's sorted labels. Every metric
+    returned is finite: outputs that overflow, or labels none of which the head knows (no
+    cross-entropy to report), are a ValueError."""
     from .sources import row_chunks
 
+    W, b, classes = _head_arrays(W, b, loss, classes)
     phi, target = as_source(X, "X"), as_source(y, "y")
-    if len(phi.shape) != 2 or phi.shape[1] != W.shape[1]:
-        raise ValueError(f"X: expected features of shape (N, {W.shape[1]}), got {phi.shape}")
+    c, d = W.shape
+    if len(phi.shape) != 2 or phi.shape[1] != d:
+        raise ValueError(f"X: expected features of shape (N, {d}) like W's columns, got {phi.shape}")
+    if phi.rows == 0:
+        raise ValueError(f"X: expected at least one row, got shape {phi.shape}")
+    if phi.dtype.kind not in "fiu":
+        raise ValueError(f"X: expected numeric features, got {phi.dtype}")
     if target.rows != phi.rows:
         raise ValueError(f"y: expected {phi.rows} rows like X, got {target.rows}")
     if loss == "ce" and (len(target.shape) != 1 or target.dtype.kind not in "iu"):
         raise ValueError(f"y: expected integer class labels of shape (N,), got {target.dtype} {target.shape}")
-    if loss == "squared" and target.dtype.kind not in "fiu":
-        raise ValueError(f"y: expected numeric targets, got {target.dtype}")
-    rows = chunk_rows or default_chunk_rows(phi.shape[1])
+    if loss == "squared":
+        if target.dtype.kind not in "fiu":
+            raise ValueError(f"y: expected numeric targets, got {target.dtype}")
+        columns = 1 if len(target.shape) == 1 else target.shape[1]
+        if columns != c:
+            want = f"(N, {c})" if c > 1 else f"(N,) or (N, 1)"
+            raise ValueError(f"y: expected targets of shape {want}, one column per output of the "
+                             f"head (W has {c} rows), got {target.shape}")
+    rows = positive_int(chunk_rows, "chunk_rows") if chunk_rows is not None else default_chunk_rows(d)
     with make_runner(scheduler, workers) as runner:
         (out,) = runner.map_sum(_chunk_eval, row_chunks(phi.rows, rows), runner.prepare(phi),
-                                runner.prepare(target), W, b, loss,
-                                None if classes is None else np.asarray(classes), progress=progress)
+                                runner.prepare(target), W, b, loss, classes, progress=progress)
     n = phi.rows
     if loss == "squared":
-        mse = out[0] / (n * W.shape[0])
+        mse = float(out[0]) / (n * c)
         return {"rows": n, "mse": mse, "rmse": float(np.sqrt(mse))}
-    known = n - out[2]
-    return {"rows": n, "cross_entropy": out[0] / known if known else float("nan"),
-            "accuracy": out[1] / n, "unknown_labels": int(out[2])}
+    known = n - int(out[2])
+    if known == 0:
+        raise ValueError(f"y: none of the {n} labels is one of the head's {c} classes "
+                         f"({', '.join(map(str, classes.tolist()[:10]))}{', ...' if c > 10 else ''}): "
+                         f"there is no cross-entropy to report")
+    return {"rows": n, "cross_entropy": float(out[0]) / known, "accuracy": float(out[1]) / n,
+            "unknown_labels": int(out[2])}

@@ -34,7 +34,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg.blas import get_blas_funcs
 
-from .._checks import all_finite, float_array, real_number
+from .._checks import LAM_ROWS_MAX, all_finite, float_array, penalty
 
 __all__ = ["RidgeSolution", "ridge", "ridge_path", "GramAccumulator", "kernel_ridge",
            "rkhs_norm", "ridge_objective", "ridge_gradient", "RankDeficientWarning"]
@@ -63,7 +63,7 @@ def _check_problem(phi, y, lam):
         raise TypeError(f"Y: dtype {y.dtype} does not match Phi's dtype {phi.dtype}")
     all_finite(phi, "Phi")
     all_finite(y, "Y")
-    real_number(lam, "lam", minimum=0)
+    penalty(lam, phi.shape[0], "lam", allow_zero=True)  # N lam <= LAM_ROWS_MAX: no product overflows
     return y.reshape(len(y), -1)  # (N, C)
 
 
@@ -131,7 +131,7 @@ def ridge(Phi, Y, lam: float, method: str = "auto", fit_bias: bool = False) -> R
     ----------
     Phi : (N, d) features, float32 or float64, finite
     Y : (N, C) or (N,) targets of Phi's dtype (a 1-D Y is one output: W is then (1, d))
-    lam : >= 0
+    lam : >= 0, with N lam <= 1e150 (``engine._checks.LAM_ROWS_MAX``: no product overflows)
     method : "auto" (primal if d <= N else dual), "primal", "dual" or "svd"
     fit_bias : also fit an unpenalised bias b, by centring Phi and Y on their means
         (then b = mean(Y) - W mean(Phi))
@@ -203,8 +203,10 @@ def ridge_path(Phi, Y, lams: Iterable[float]) -> np.ndarray:
     """
     lams = np.asarray(list(lams), dtype=np.float64)
     y = _check_problem(Phi, Y, 0.0)
-    if lams.ndim != 1 or lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
-        raise ValueError(f"lams: expected a non-empty sequence of finite numbers >= 0, got {lams}")
+    if lams.ndim != 1 or lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0) or \
+            np.any(lams * len(Phi) > LAM_ROWS_MAX):
+        raise ValueError(f"lams: expected a non-empty sequence of finite numbers >= 0 with N lam <= "
+                         f"{LAM_ROWS_MAX:g} (N = {len(Phi)}), got {lams}")
     n, d = Phi.shape
     primal = d <= n
     gram = Phi.T @ Phi if primal else Phi @ Phi.T
@@ -274,7 +276,7 @@ class GramAccumulator:
         """The primal ridge solution over all rows added (same conventions as ``ridge``)."""
         if self.n == 0:
             raise ValueError("GramAccumulator.solve: no rows were added")
-        real_number(lam, "lam", minimum=0)
+        penalty(lam, self.n, "lam", allow_zero=True)
         a = np.triu(self.gram)
         a = a + np.triu(a, 1).T  # full symmetric copy (the accumulator keeps its state)
         b = self.cross.copy()

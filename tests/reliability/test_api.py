@@ -149,6 +149,152 @@ def head_data(n=40, d=3, seed=0):
     return x, x @ rng.standard_normal(d) + rng.standard_normal(n), np.arange(n) % 3
 
 
+@pytest.fixture
+def no_reads(monkeypatch):
+    """Fails the test if any row of any source is read: for checks made before any pass."""
+    from engine.solvers.sources import ArraySource
+
+    def read(self, start, stop):
+        raise AssertionError(f"rows {start}-{stop} were read before the check")
+
+    monkeypatch.setattr(ArraySource, "read", read)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda E: E["ce"](lams=[1e-2, 1e-1], cv=60), ValueError,
+     r"cv: 60 folds need at least 60 rows \(one per fold\), got 40"),
+    (lambda E: E["squared"](lams=[1e-2, 1e-1], cv=41), ValueError,
+     r"cv: 41 folds need at least 41 rows \(one per fold\), got 40"),
+    (lambda E: E["squared"](lams=[0.0, 1.0], cv="gcv"), ValueError,
+     r"lams: expected a finite number > 0, got 0.0 \(entry 0 of 2\)"),
+    (lambda E: E["squared"](lams=[-1.0, 1.0], cv="loo"), ValueError,
+     r"lams: expected a finite number > 0, got -1.0 \(entry 0 of 2\)"),
+    (lambda E: E["squared"](lams=[1.0, float("nan")], cv=3), ValueError,
+     r"lams: expected a finite number > 0, got nan \(entry 1 of 2\)"),
+    (lambda E: E["squared"](1e-2, scheduler="bogus"), ValueError,
+     r"scheduler: expected a Dask scheduler address \[PROTOCOL://\]HOST:PORT such as "
+     r"tcp://127.0.0.1:8786 .*, got 'bogus'"),
+    (lambda E: E["squared"](1e-2, scheduler="http://127.0.0.1:8786"), ValueError,
+     r"scheduler: .* \(unknown protocol 'http'\)"),
+    (lambda E: E["ce"](1e-2, workers=True), TypeError, r"workers: expected an integer, got bool True"),
+    (lambda E: E["ce"](1e-2, cv=2.5, lams=[1.0, 2.0]), ValueError, r"cv: expected None, an integer >= 2"),
+])
+def test_the_heads_refuse_bad_settings_before_any_pass(make, error, match, no_reads):
+    """cv > N for ce read the data for 9 s and failed with "'NoneType' object is not
+    subscriptable"; a lambda grid holding 0 was a ZeroDivisionError in GCV; "bogus" as a
+    scheduler waited for a connection: each is now one line naming the argument, raised
+    before a row is read."""
+    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+
+    x, y, labels = head_data()
+    head = make({"squared": ExactRidgeHead, "ce": ExactSoftmaxHead})
+    with pytest.raises(error, match=match):
+        head.fit(x, labels if isinstance(head, ExactSoftmaxHead) else y)
+
+
+def test_zero_rows_are_refused():
+    from engine.solvers.estimators import ExactRidgeHead, evaluate_head
+
+    x, y, _ = head_data()
+    with pytest.raises(ValueError, match=r"X: expected features of shape \(N, d\) with N, d >= 1, got \(0, 3\)"):
+        ExactRidgeHead().fit(x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"X: expected at least one row, got shape \(0, 3\)"):
+        evaluate_head(x[:0], y[:0], np.ones((1, 3)), np.zeros(1), "squared")
+
+
+def test_evaluate_head_reports_finite_metrics_or_refuses():
+    """Labels none of which the head knows gave cross_entropy = nan (0 / 0 over the known
+    rows); outputs that overflow gave inf: both are refused, naming y and X."""
+    from engine.solvers.estimators import evaluate_head
+
+    x, _, labels = head_data()
+    W, b = np.ones((3, 3)), np.zeros(3)
+    with pytest.raises(ValueError, match=r"y: none of the 40 labels is one of the head's 3 classes \(0, 1, 2\)"):
+        evaluate_head(x, labels + 10, W, b, "ce", np.arange(3))
+    m = evaluate_head(x, np.where(labels == 2, 7, labels), W, b, "ce", np.arange(3))
+    assert np.isfinite(m["cross_entropy"]) and m["unknown_labels"] == int((labels == 2).sum())
+    with pytest.raises(ValueError, match=r"X: the head's outputs W x \+ b overflow float64 in row 0"):
+        evaluate_head(x * 1e200, labels, W * 1e200, b, "ce", np.arange(3))
+
+
+@pytest.mark.parametrize("y_shape, W_shape, loss, match", [
+    ((40,), (2, 3), "squared", r"y: expected targets of shape \(N, 2\), one column per output of the head "
+                               r"\(W has 2 rows\), got \(40,\)"),
+    ((40, 3), (2, 3), "squared", r"y: expected targets of shape \(N, 2\).*got \(40, 3\)"),
+    ((40, 2), (1, 3), "squared", r"y: expected targets of shape \(N,\) or \(N, 1\).*got \(40, 2\)"),
+    ((40,), (2, 4), "squared", r"X: expected features of shape \(N, 4\) like W's columns, got \(40, 3\)"),
+    ((40, 2), (3, 3), "ce", r"y: expected integer class labels of shape \(N,\)"),
+])
+def test_evaluate_head_checks_shapes_against_the_head_before_reading(y_shape, W_shape, loss, match, no_reads):
+    """1 target column against a 2-output head broadcast to an MSE: now refused from the
+    sources' shapes, before any row is read."""
+    from engine.solvers.estimators import evaluate_head
+
+    x = np.zeros((40, 3))
+    y = np.zeros(y_shape, dtype=np.int64 if loss == "ce" else np.float64)
+    with pytest.raises(ValueError, match=match):
+        evaluate_head(x, y, np.ones(W_shape), np.zeros(W_shape[0]), loss,
+                      np.arange(W_shape[0]) if loss == "ce" else None)
+
+
+def test_labels_beyond_int64_keep_their_values():
+    """uint64 labels >= 2^63 were an OverflowError ("Python int too large to convert to C
+    long"): the classes keep the labels' dtype, and int64 labels are matched exactly
+    against them (NumPy would compare the two in float64)."""
+    from engine.solvers.estimators import ExactSoftmaxHead, evaluate_head
+
+    x, _, labels = head_data(60)
+    big = labels.astype(np.uint64) + np.uint64(2**63)
+    head = ExactSoftmaxHead(1e-2).fit(x, big)
+    assert head.classes_.dtype == np.uint64 and head.classes_.tolist() == [2**63, 2**63 + 1, 2**63 + 2]
+    assert set(head.predict(x).tolist()) <= set(head.classes_.tolist())
+    m = evaluate_head(x, big, head.coef_, head.intercept_, "ce", head.classes_)
+    assert m["unknown_labels"] == 0 and m["accuracy"] == pytest.approx(head.score(x, big))
+    near = np.full(60, 2**63 - 1, dtype=np.int64)  # equal to 2^63 in float64, not as integers
+    with pytest.raises(ValueError, match="y: none of the 60 labels is one of the head's 3 classes"):
+        evaluate_head(x, near, head.coef_, head.intercept_, "ce", head.classes_)
+
+
+def test_a_zarr_group_without_an_array_name_lists_its_arrays(tmp_path):
+    import zarr
+
+    from engine.solvers.estimators import ExactRidgeHead
+
+    group = zarr.open_group(str(tmp_path / "f.zarr"), mode="w")
+    group.create_array("features", data=np.zeros((4, 2)))
+    group.create_group("more").create_array("targets", data=np.zeros(4))
+    with pytest.raises(ValueError, match=r"X: '.*f.zarr' is a Zarr group, not an array: say which array, "
+                                         r"e.g. .*f.zarr:features \(it holds: features, more/targets\)"):
+        ExactRidgeHead().fit(str(tmp_path / "f.zarr"), np.zeros(4))
+
+
+def test_scikit_learn_conventions_of_the_heads():
+    """predict before fit: NotFittedError (was a ValueError of its own); fit(X, y, w)
+    positionally: "'numpy.ndarray' object is not callable" (the third parameter was
+    progress); NaN features: NaN predictions."""
+    from sklearn.exceptions import NotFittedError
+
+    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+
+    x, y, labels = head_data()
+    for head in (ExactRidgeHead(), ExactSoftmaxHead()):
+        with pytest.raises(NotFittedError):
+            head.predict(x)
+    with pytest.raises(ValueError, match=r"sample_weight: the exact heads weight every row equally .* "
+                                         r"expected None, got ndarray of shape \(40,\)"):
+        ExactRidgeHead().fit(x, y, np.ones(40))
+    with pytest.raises(ValueError, match="sample_weight"):
+        ExactSoftmaxHead().fit(x, labels, sample_weight=np.ones(40))
+    seen = []
+    ExactRidgeHead().fit(x, y, progress=seen.append)
+    assert sum(seen) == 40
+    bad = x.copy()
+    bad[[5, 9], 1] = np.nan
+    bad[9, 2] = np.inf
+    for head in (ExactRidgeHead().fit(x, y), ExactSoftmaxHead().fit(x, labels)):
+        with pytest.raises(ValueError, match=r"X: 3 NaN/Inf entries in 2 rows, the first in row 5"):
+            head.predict(bad)
+
 
 def test_numpy_scalars_are_numbers_everywhere():
     """PoF(search_batch=np.int64(32)) was refused; every engine check takes numbers.Integral /
@@ -178,14 +324,19 @@ def test_numpy_scalars_are_numbers_everywhere():
     assert ExactSoftmaxHead(np.float64(1e-2), max_iter=np.int64(50), tol=np.float32(1e-8)).fit(x, labels).converged_
 
 
-def test_a_zarr_group_without_an_array_name_lists_its_arrays(tmp_path):
-    import zarr
+def test_the_checks_a_command_line_calls_first_name_its_flags():
+    """check_cv and check_scheduler, like check_lams, take the name to report (the CLI's
+    flag) and look at nothing but their arguments and the number of rows."""
+    from engine.solvers.estimators import check_cv
+    from engine.solvers.runners import check_scheduler
 
-    from engine.solvers.estimators import ExactRidgeHead
-
-    group = zarr.open_group(str(tmp_path / "f.zarr"), mode="w")
-    group.create_array("features", data=np.zeros((4, 2)))
-    group.create_group("more").create_array("targets", data=np.zeros(4))
-    with pytest.raises(ValueError, match=r"X: '.*f.zarr' is a Zarr group, not an array: say which array, "
-                                         r"e.g. .*f.zarr:features \(it holds: features, more/targets\)"):
-        ExactRidgeHead().fit(str(tmp_path / "f.zarr"), np.zeros(4))
+    assert check_cv(np.int64(5), 10, "ce", "--cv") == 5 and check_cv("gcv", 10) == "gcv"
+    with pytest.raises(ValueError, match=r"^--cv: 11 folds need at least 11 rows \(one per fold\), got 10$"):
+        check_cv(11, 10, "ce", "--cv")
+    with pytest.raises(ValueError, match=r"^--cv: .*got 'loo' \(leave-one-out and GCV are for the squared loss\)"):
+        check_cv("loo", 10, "ce", "--cv")
+    assert check_scheduler("tls://[::1]:8786", "--scheduler") == "tls://[::1]:8786"
+    assert check_scheduler("scheduler-host:8786") == "scheduler-host:8786"
+    with pytest.raises(ValueError, match=r"^--scheduler: expected a Dask scheduler address .*, got 'tcp://h:0' "
+                                         r"\(port 0 out of range\)"):
+        check_scheduler("tcp://h:0", "--scheduler")

@@ -227,6 +227,61 @@ def test_bad_input_is_named(data, files, tmp_path):
         ArraySource.memory([1, 2])
 
 
+# ---- hostile inputs (issue 17): the numerics ----------------------------------------------------------
+def test_dask_merges_the_centred_sums_of_offset_features(cluster, tmp_path):
+    """Features offset by 1e6, 8 chunks summed on 2 workers (the pairwise merge in the fixed
+    tree): scikit-learn's Ridge to 1e-9, and its K-fold MSEs (the complements merge folds)."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((512, 6))
+    y = z @ rng.standard_normal(6) + 0.5 + 0.3 * rng.standard_normal(512)
+    np.save(tmp_path / "x.npy", z + 1e6)
+    np.save(tmp_path / "y.npy", y)
+    head = ExactRidgeHead(1e-3, chunk_rows=64, scheduler=cluster).fit(str(tmp_path / "x.npy"),
+                                                                    str(tmp_path / "y.npy"))
+    ref = Ridge(alpha=512 * 1e-3).fit(z + 1e6, y)
+    assert max_diff(head.coef_, ref.coef_) / np.abs(ref.coef_).max() < 1e-9
+    assert abs(head.intercept_ - ref.intercept_) / abs(ref.intercept_) < 1e-9
+    lams = np.array([1e-3, 1e-1])
+    kfold = ExactRidgeHead(lams=lams, cv=4, chunk_rows=64, scheduler=cluster).fit(str(tmp_path / "x.npy"),
+                                                                                str(tmp_path / "y.npy"))
+    sk = [-cross_val_score(Ridge(alpha=512 * lam), z + 1e6, y, cv=KFold(4),
+                           scoring="neg_mean_squared_error").mean() for lam in lams]
+    assert np.abs(kfold.cv_scores_ / np.array(sk) - 1).max() < 1e-9
+
+
+def test_lambdas_whose_products_overflow_are_refused_before_any_work(data, monkeypatch):
+    """lam = 1.7e308 gave the ridge head a NaN residual (N lam = inf), lam = 1e300 a softmax
+    head that stopped after one step with b = 1e-302: N lam <= 1e150 is checked first, by
+    check_lams, which a command line calls before reading anything."""
+    x, y, labels = data
+    reads = []
+    monkeypatch.setattr(ArraySource, "read", lambda self, a, b: reads.append((a, b)))
+    with pytest.raises(ValueError, match=r"lam: expected N lam <= 1e\+150 \(N = 600 rows: lam <= 1.67e\+147\), "
+                                         r"got 1.7e\+308"):
+        ExactRidgeHead(1.7e308).fit(x, y)
+    with pytest.raises(ValueError, match=r"lam: expected N lam <= 1e\+150 .* got 1e\+300"):
+        ExactSoftmaxHead(1e300).fit(x, labels)
+    with pytest.raises(ValueError, match=r"lams: expected N lam <= 1e\+150 .* got 1e\+149 \(entry 1 of 2\)"):
+        ExactRidgeHead(lams=[1.0, 1e149], cv="gcv").fit(x, y)
+    assert reads == []  # refused before a single row was read
+    from engine.solvers.estimators import LAM_ROWS_MAX, check_lams
+
+    assert LAM_ROWS_MAX == 1e150
+    np.testing.assert_array_equal(check_lams([1e-3, np.float32(0.5)], 600, "--lam-grid"), [1e-3, 0.5])
+    assert check_lams(0, 600, "--lam", allow_zero=True).tolist() == [0.0]
+    for bad, error, match in [
+        ([1.0, 0.0], ValueError, r"--lam-grid: expected a finite number > 0, got 0.0 \(entry 1 of 2\)"),
+        ([1.0, -2.0], ValueError, r"--lam-grid: expected a finite number > 0, got -2.0 \(entry 1 of 2\)"),
+        ([np.nan], ValueError, r"--lam-grid: expected a finite number > 0, got nan"),
+        ([], ValueError, r"--lam-grid: expected at least one value"),
+        ("1e-3", TypeError, r"--lam-grid: expected a number or a sequence of numbers, got str '1e-3'"),
+        ([1.0, True], TypeError, r"--lam-grid: expected a real number, got bool True \(entry 1 of 2\)"),
+        (1e148, ValueError, r"--lam-grid: expected N lam <= 1e\+150 \(N = 600 rows: lam <= 1.67e\+147\)"),
+    ]:
+        with pytest.raises(error, match=match):
+            check_lams(bad, 600, "--lam-grid")
+
+
 def test_a_large_lambda_leaves_the_bias_at_the_log_class_priors(data):
     """At the largest admissible lambda W is 0 to rounding and the unpenalised bias is the
     centred log class priors. Plain conjugate gradients moved b by ~1 / (2 lam) per
@@ -249,7 +304,6 @@ def test_a_large_lambda_leaves_the_bias_at_the_log_class_priors(data):
     assert max_diff(sol.b, prior - prior.mean()) < 1e-12
 
 
-
 def test_every_path_solve_of_the_kfold_cv_converges(data):
     """Near the optimum Newton's decrease fell below the rounding of J, Armijo's test
     rejected every full step and the solve crept on with t ~ 1e-9: one solve of this CV path
@@ -268,3 +322,22 @@ def test_every_path_solve_of_the_kfold_cv_converges(data):
                                np.arange(4), lams, True, 1e-10, 100, 97, train=train)
         assert all(s.converged and s.kkt_residual <= 1e-10 and s.iterations <= 10 for s in sols), \
             [(s.iterations, s.kkt_residual) for s in sols]
+
+
+def test_an_unconverged_softmax_fit_says_so(data):
+    """A fit stopped by max_iter warns ConvergenceWarning with the residual it reached and
+    the tolerance (it said nothing), and keeps converged_ = False."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    x, _, labels = data
+    with pytest.warns(ConvergenceWarning, match=r"ExactSoftmaxHead: the solve at lam = 0.001 \(residual "
+                                                r"[0-9.e+-]+\) stopped above tol = 1e-10 after max_iter = 1 "
+                                                r"Newton iterations"):
+        head = ExactSoftmaxHead(1e-3, max_iter=1).fit(x, labels)
+    assert not head.converged_ and head.kkt_residual_ > 1e-10
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ExactSoftmaxHead(lams=[1e-2, 1e-1], cv=2, max_iter=1).fit(x, labels)
+    said = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(said) == 5  # every solve of the path (2 folds x 2 lambdas) and the final one
+    assert any("lam = 0.1 (fold 1 of 2, residual" in m for m in said)
