@@ -26,6 +26,7 @@ import math
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.solvers.runners import SchedulerError
+from engine.solvers.runners import SchedulerError, check_scheduler
 from engine.threads import thread_limits
 from engine.training.io import atomic_path, atomic_write_text
 
@@ -187,10 +188,22 @@ def _fit(args, dump, console_for) -> int:
     _files(args, {"FEATURES": args.features, "--targets": args.targets, "--labels": args.labels},
            {"--out": args.out, "--json": args.json,
             "--out (its CV curve)": str(figure) if figure and args.lam_grid is not None else None})
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler, "--scheduler")  # its form; whether it answers, on connecting
     features, target = _sources(args)
-    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead, evaluate_head
+    from sklearn.exceptions import ConvergenceWarning
 
+    from engine.solvers.estimators import (
+        ExactRidgeHead, ExactSoftmaxHead, check_cv, check_lams, evaluate_head,
+    )
+
+    # the numbers, against the data's size, before any pass over it
+    if args.lam is not None:
+        check_lams(args.lam, features.rows, "--lam", allow_zero=args.loss == "squared")
+    else:
+        check_lams(args.lam_grid, features.rows, "--lam-grid")
     cv = args.cv if args.cv is not None else (5 if args.lam_grid is not None else None)
+    check_cv(cv, features.rows, args.loss, "--cv" if args.cv is not None else "--cv (default 5 with a grid)")
     common = dict(lams=args.lam_grid, cv=cv, fit_intercept=args.bias, chunk_rows=args.chunk_rows,
                   workers=args.workers, scheduler=args.scheduler)
     lam = args.lam if args.lam is not None else 1.0
@@ -198,8 +211,9 @@ def _fit(args, dump, console_for) -> int:
             else ExactSoftmaxHead(lam, tol=args.tol, **common))
     console = console_for(sys.stdout)
     t0 = time.perf_counter()
-    with _threads(features, args.loss, args.chunk_rows), \
+    with _threads(features, args.loss, args.chunk_rows), warnings.catch_warnings(record=True) as caught, \
             _progress(console, args.quiet, "fitting") as advance:
+        warnings.simplefilter("always", ConvergenceWarning)
         head.fit(features, target, progress=advance)
         W = np.atleast_2d(head.W_ if args.loss == "squared" else head.coef_)
         b = np.atleast_1d(head.intercept_).astype(np.float64) if args.bias else None
@@ -213,6 +227,11 @@ def _fit(args, dump, console_for) -> int:
              "kkt_residual": head.kkt_residual_, "converged": bool(getattr(head, "converged_", True)),
              "rows": features.rows, "features": features.shape[1], "bias": bool(args.bias),
              "cv": "none" if cv is None else str(cv), "source": args.features}
+    for w in caught:  # each unconverged solve, one line (the head is still written, marked)
+        if issubclass(w.category, ConvergenceWarning):
+            print(f"lastlayer head fit: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     _write_head(args.out, W, b, classes, head.cv_lams_, head.cv_scores_, attrs)
     if head.cv_scores_ is not None:
         _cv_figure(figure, head.cv_lams_, head.cv_scores_, head.lam_, args.loss, cv)
@@ -225,7 +244,8 @@ def _fit(args, dump, console_for) -> int:
             ("outputs" if args.loss == "squared" else "classes", str(W.shape[0])),
             ("lambda", f"{head.lam_:.4g}" + (f" (chosen by {cv}-fold CV)" if isinstance(cv, int)
                                               else f" (chosen by {cv.upper()})" if cv else "")),
-            ("KKT residual ||grad J||", f"{head.kkt_residual_:.2e}")]
+            ("KKT residual ||grad J||", f"{head.kkt_residual_:.2e}"
+             + ("" if attrs["converged"] else f" (NOT converged to --tol {args.tol:g})"))]
     rows += [(f"train {k}", f"{v:.6g}") for k, v in metrics.items() if k != "rows"]
     rows += [("time", f"{seconds:.1f} s"), ("peak memory", f"{peak / 2**20:.0f} MiB")]
     for r in rows:

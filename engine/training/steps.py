@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import check_mask
+from .._checks import check_mask, real_number
 from ..network import Mask, Network
 from ..optim.tree import tree_flatten
 from ..streams import stream
@@ -94,8 +94,7 @@ def sam_gradient(rho: float = 0.05, perturb: Mask | None = None) -> GradientStep
         (the loop's mask, or every tensor). SAM on the feature extractor only is
         ``sam_gradient(rho, perturb=feature_mask)`` with the same mask as training mask.
     """
-    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
-        raise ValueError(f"rho: expected a finite number > 0, got {rho!r}")
+    rho = real_number(rho, "rho", minimum=0, open_minimum=True)  # NumPy scalars too
 
     def step(net, params, net_state, batch, loss, mask):
         if perturb is not None:

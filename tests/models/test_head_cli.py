@@ -78,6 +78,11 @@ def test_fit_and_eval_softmax_head_on_two_workers(folder):
     (["f.h5:x", "--labels", "f.h5:labels"], "--loss squared needs --targets"),
     (["f.h5:x", "--targets", "f.h5:y", "--cv", "5"], "--cv needs --lam-grid"),
     (["f.h5:x", "--targets", "f.h5:y", "--out", "."], "--out .: is a directory"),
+    (["f.h5:x", "--targets", "f.h5:y", "--lam", "1.7e308"], "--lam: expected N lam <= 1e+150 (N = 400 rows"),
+    (["f.h5:x", "--labels", "f.h5:labels", "--loss", "ce", "--lam-grid", "1e-3:1:3", "--cv", "401"],
+     "--cv: 401 folds need at least 401 rows"),
+    (["f.h5:x", "--targets", "f.h5:y", "--scheduler", "bogus"], "--scheduler: expected a Dask scheduler address"),
+    (["f.h5:x", "--targets", "f.h5:y", "--out", "f.h5"], "--out f.h5: would overwrite the input FEATURES"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(folder, args, fragment):
     defaults = {"--loss": "squared", "--lam": "0.01", "--out": "out.h5", "--chunk-rows": "100"}
@@ -90,3 +95,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(folder, args, fragme
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert fragment in lines[0], lines[0]
     assert not (folder / "out.h5").exists()
+
+
+def test_an_unconverged_fit_says_so_in_one_line_and_in_the_head(folder):
+    result = lastlayer("head", "fit", "f.h5:x", "--labels", "f.h5:labels", "--loss", "ce", "--lam", "1e-3",
+                       "--tol", "1e-300", "--out", "slow.h5", "--quiet", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    warning, = result.stderr.strip().splitlines()
+    assert warning.startswith("lastlayer head fit: warning: ExactSoftmaxHead: the solve at lam = 0.001")
+    assert "NOT converged to --tol 1e-300" in result.stdout
+    with h5py.File(folder / "slow.h5") as f:
+        assert not f.attrs["converged"]

@@ -90,9 +90,12 @@ def test_step_info_goes_to_the_history_and_survives_a_checkpoint(toy, tmp_path):
 
 
 def test_sam_rejects_a_bad_radius_and_mask(toy):
-    for rho in (0.0, -1.0, math.nan, "big"):
+    for rho in (0.0, -1.0, math.nan, np.float32(-0.5)):
         with pytest.raises(ValueError, match="rho: expected a finite number > 0"):
             sam_gradient(rho)
+    with pytest.raises(TypeError, match="rho: expected a real number, got str 'big'"):
+        sam_gradient("big")
+    sam_gradient(np.float32(0.05))  # a NumPy scalar is a number
     n = net()
     opt = optim.sgd(0.1)
     with pytest.raises(ValueError, match=r"^layer 0: perturb: expected a list of 4|^perturb: expected a list of 4"):
