@@ -26,6 +26,7 @@ import sys
 from rich.console import Console
 
 from engine.optim import OPTIMIZERS
+from engine.threads import threads_for
 from engine.training import DATASETS
 
 from . import head_cli, train_run
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, terminate) if args.command != "train" else None
     try:
+        try:
+            threads_for(0)  # a bad LASTLAYER_THREADS is refused before any work
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         return COMMANDS[args.command](args)
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)

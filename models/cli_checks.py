@@ -118,8 +118,9 @@ class Files:
 
     def input(self, path: str | None, flag: str, what: str = "file") -> None:
         """An existing readable file (or, for ``what="array"``, file or folder)."""
-        if not path:
+        if path is None:
             return
+        _not_empty(path, flag)
         p = Path(path)
         if not p.exists():
             raise UsageError(f"{flag} {path}: no such file")
@@ -131,8 +132,9 @@ class Files:
 
     def output(self, path: str | None, flag: str) -> None:
         """A file that can be written: not a directory, in an existing writable directory."""
-        if not path:
+        if path is None:
             return
+        _not_empty(path, flag)
         p = Path(path)
         if path.endswith(os.sep) or p.is_dir():
             raise UsageError(f"{flag} {path}: is a directory; expected a file name")
@@ -148,6 +150,7 @@ class Files:
 
     def output_dir(self, path: str, flag: str) -> None:
         """A directory that exists and is writable, or can be created."""
+        _not_empty(path, flag)
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise UsageError(f"{flag} {path}: exists and is not a directory")
@@ -176,6 +179,11 @@ class Files:
                     raise UsageError(f"{flag} {path}: would overwrite the input {source} "
                                      f"{str(known)!r}; write the output somewhere else")
             seen.append((flag, real_path))
+
+
+def _not_empty(path: str, flag: str) -> None:
+    if not path.strip():
+        raise UsageError(f"{flag}: expected a path, got {path!r}")
 
 
 def _probe(directory: Path, flag: str, path: str) -> None:

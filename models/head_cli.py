@@ -44,6 +44,7 @@ from .experiment import version
 __all__ = ["add_parser"]
 
 HEAD_FORMAT = "lastlayer-head"
+GRID_MAX = 1000  # lambdas in a grid: a typo (1e-3:1:10000000) is refused, not run for hours
 
 
 class HeadUsageError(UsageError):
@@ -59,8 +60,9 @@ def _lam_grid(text: str) -> np.ndarray:
             raise ValueError
     except (ValueError, IndexError):
         raise argparse.ArgumentTypeError(f"expected LO:HI:N such as 1e-6:1:20, got {text!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi and n >= 2):
-        raise argparse.ArgumentTypeError(f"expected 0 < LO < HI (finite) and N >= 2, got {text!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi and 2 <= n <= GRID_MAX):
+        raise argparse.ArgumentTypeError(f"expected 0 < LO < HI (finite) and 2 <= N <= {GRID_MAX}, "
+                                         f"got {text!r}")
     return np.logspace(math.log10(lo), math.log10(hi), n)
 
 
@@ -129,8 +131,22 @@ def cmd_head(args, dump, console_for) -> int:
     try:
         return (_fit if args.action == "fit" else _eval)(args, dump, console_for)
     except (UsageError, SchedulerError, ValueError, TypeError) as err:
-        print(f"lastlayer head {args.action}: {err}", file=sys.stderr)
+        print(f"lastlayer head {args.action}: {_flag_names(str(err), args)}", file=sys.stderr)
         return 2
+
+
+def _flag_names(message: str, args) -> str:
+    """The estimators name their Python arguments (X, y, rows); on the command line those are
+    FEATURES and --targets / --labels."""
+    target = "--targets" if args.targets is not None else "--labels"
+    for python, flag in (("X: ", f"FEATURES {args.features}: "), ("y: ", f"{target} "
+                         f"{args.targets if args.targets is not None else args.labels}: "),
+                         ("features: ", f"FEATURES {args.features}: "),
+                         ("targets: ", f"--targets {args.targets}: "),
+                         ("rows: ", f"FEATURES {args.features}: rows: ")):
+        if message.startswith(python):
+            return flag + message[len(python):]
+    return message
 
 
 def _files(args, inputs: dict, outputs: dict) -> None:
@@ -233,8 +249,12 @@ def _fit(args, dump, console_for) -> int:
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     _write_head(args.out, W, b, classes, head.cv_lams_, head.cv_scores_, attrs)
+    stale = None
     if head.cv_scores_ is not None:
         _cv_figure(figure, head.cv_lams_, head.cv_scores_, head.lam_, args.loss, cv)
+    elif figure is not None and figure.is_file():  # an earlier fit's curve: it no longer describes the head
+        figure.unlink()
+        stale = figure
     peak = _peak_rss()
 
     table = Table(title=f"exact {'ridge' if args.loss == 'squared' else 'softmax'} head")
@@ -251,7 +271,8 @@ def _fit(args, dump, console_for) -> int:
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    console.print(f"head written to {args.out}" + (f", CV curve to {figure}" if head.cv_scores_ is not None else ""),
+    console.print(f"head written to {args.out}" + (f", CV curve to {figure}" if head.cv_scores_ is not None else "")
+                  + (f"; removed {stale}, the CV curve of an earlier fit to {args.out}" if stale else ""),
                   highlight=False)
     if args.json:
         result = {"head": args.out, "attrs": attrs, "train": metrics,

@@ -54,18 +54,20 @@ def earlier_run(out: Path, experiment: str) -> dict | None:
 
 
 def cmd_reproduce(args, console) -> int:
-    out = Path(args.out or f"runs/{args.experiment}")
-    if Path(os.path.realpath(out)) in (Path.cwd(), *Path.cwd().parents):
+    given = args.out if args.out is not None else f"runs/{args.experiment}"
+    files = Files()
+    files.output_dir(given, "--out")
+    out = Path(os.path.realpath(given))  # a symbolic link: the folder it names is the run's
+    if out in (Path.cwd(), *Path.cwd().parents):
         raise UsageError(f"--out {out}: is the current directory or one above it; name a folder "
                          f"for the run")
-    files = Files()
-    files.output_dir(str(out), "--out")
     previous = earlier_run(out, args.experiment)
     if previous is not None:
         settings = "quick" if previous.get("quick") else "full"
         console.print(f"replacing the earlier {args.experiment} run in {out}/ ({settings}, "
                       f"{previous.get('seeds')} seeds, written {previous.get('date', '?')})",
                       highlight=False)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -77,8 +79,14 @@ def cmd_reproduce(args, console) -> int:
         _replace(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:  # the parents made for this run, deepest first, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
-    console.print(f"{args.experiment}: {', '.join(written)} written to {out}/", highlight=False)
+    console.print(f"{args.experiment}: {', '.join(written)} written to {given.rstrip('/')}/",
+                  highlight=False)
     return 0
 
 

@@ -93,7 +93,7 @@ def cmd_train(args, console, dump) -> int:
         budget = (f"--iterations {args.iterations}" if args.iterations is not None
                   else f"--epochs {args.epochs:g}")
         where = (f"checkpoint written to {args.save}; continue with: lastlayer train --resume "
-                 f"{args.save} {budget}" + (f" --save {args.save}" if args.save else "")
+                 f"{args.save} {budget} --save {args.save}" + (f" --json {args.json}" if args.json else "")
                  if args.save else "nothing saved (pass --save CKPT to keep the progress)")
         print(f"lastlayer train: stopped by {stop.name} at iteration {ts.iteration} of "
               f"{result.target}; {where}", file=sys.stderr)

@@ -386,8 +386,11 @@ def _chunk_eval(start, stop, phi_src, y_src, W, b, loss, classes):
             r = z - target.reshape(len(target), -1)
             sse = float((r * r).sum())
         if not np.isfinite(sse):
-            raise ValueError(f"y: the squared errors of rows {start}-{stop - 1} overflow float64; "
-                             f"rescale the targets")
+            big_z, big_t = float(np.abs(z).max()), float(np.abs(target).max())
+            what = ("X: the head's outputs W x + b" if big_z >= big_t else "y: the targets")
+            raise ValueError(f"{what} (largest |value| {max(big_z, big_t):.3g}) make the squared "
+                             f"errors of rows {start}-{stop - 1} overflow float64; rescale "
+                             f"{'the features' if big_z >= big_t else 'the targets'}")
         return np.array([sse, 0.0, 0.0]),
     y, known = class_indices(target, classes)
     rows = np.flatnonzero(known)  # a label the head does not know counts as wrong

@@ -71,9 +71,19 @@ def _exact_cast(values: np.ndarray, dtype: np.dtype):
     return np.where(inside, values, 0).astype(dtype), inside
 
 
+# The largest feature magnitude the streamed softmax head takes: its Hessian sums N x x^T
+# (N <= 1e18 rows) stay below 1e218, far from float64's 1.8e308.
+FEATURE_MAX = 1e100
+
+
 def _read(start, stop, phi_src, lab_src, classes):
     phi = phi_src.read(start, stop)
     check_chunk(phi, start, "features")
+    big = np.abs(phi).max(initial=0.0)
+    if big > FEATURE_MAX:
+        row = start + int(np.flatnonzero((np.abs(phi) > FEATURE_MAX).reshape(len(phi), -1).any(axis=1))[0])
+        raise ValueError(f"X: |x| = {float(big):.3g} in row {row} is beyond {FEATURE_MAX:g}: the "
+                         f"softmax head's Hessian products x x^T overflow float64; rescale the features")
     labels = lab_src.read(start, stop)
     y, known = class_indices(labels, classes)
     if not known.all():

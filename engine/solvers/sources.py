@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +60,20 @@ class ArraySource:
         return self.path + (f":{self.name}" if self.name else "")
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as a NumPy array (a copy for files, a view in memory)."""
+        """Rows [start, stop) as a NumPy array (a copy for files, a view in memory); a file
+        that cannot be read (truncated, a bad checksum) is a ValueError naming it."""
         if self.kind == "memory":
             return self.array[start:stop]
-        return np.asarray(_handle(self.kind, self.path, self.name)[start:stop])
+        try:
+            return np.asarray(_handle(self.kind, self.path, self.name)[start:stop])
+        except UNREADABLE as err:
+            raise ValueError(f"{self.label}: cannot read rows {start}-{stop - 1} "
+                             f"({type(err).__name__}: {err})") from None
+
+
+# What a damaged file raises: zip errors for .npz (a truncated archive, a bad CRC), OSError
+# for HDF5 and .npy, ValueError / KeyError for malformed headers.
+UNREADABLE = (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile)
 
 
 @functools.lru_cache(maxsize=16)
@@ -108,7 +119,7 @@ def open_source(spec: str, what: str = "array") -> ArraySource:
         _fail(what, f"{spec!r}: a .npy file holds one array; drop ':{name}'")
     try:
         handle = _open_checked(kind, base, name)
-    except (OSError, KeyError, ValueError, TypeError) as err:
+    except UNREADABLE as err:
         _fail(what, f"{spec!r}: cannot read it ({type(err).__name__}: {err})")
     if handle is None:
         if kind == "zarr" and not name:
@@ -142,7 +153,7 @@ def array_names(kind: str, path: str) -> list[str]:
             if hasattr(root, "shape"):
                 return []
             return sorted(key for key, obj in root.members(max_depth=None) if hasattr(obj, "shape"))
-    except (OSError, KeyError, ValueError, TypeError):
+    except UNREADABLE:
         pass
     return []
 

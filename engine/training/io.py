@@ -1,6 +1,7 @@
 """Files that are either written whole or not at all.
 
-``atomic_path`` hands out a temporary file name in the destination's directory; when the
+``atomic_path`` hands out a temporary file name in the destination's directory (a symbolic
+link's target's); when the
 block succeeds the file is fsynced and renamed over the destination (``os.replace`` is
 atomic on POSIX and Windows), and the directory entry is fsynced too. A crash or an
 exception midway leaves the previous file untouched and no temporary file behind.
@@ -19,8 +20,10 @@ __all__ = ["atomic_path", "atomic_write", "atomic_write_text"]
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Context manager yielding a temporary ``Path`` to write to; it becomes ``path`` on
-    success only. Used for HDF5 files, which h5py opens by name."""
-    path = Path(path)
+    success only. Used for HDF5 files, which h5py opens by name. A symbolic link is followed:
+    its target is replaced and the link stays (the rename would otherwise replace the link
+    itself and leave the file it names as it was)."""
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: directory {str(path.parent)!r} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -70,7 +70,7 @@ def test_fit_and_eval_softmax_head_on_two_workers(folder):
 
 @pytest.mark.parametrize("args, fragment", [
     (["f.h5:x", "--targets", "f.h5:short"], "--targets: 399 rows, but FEATURES has 400"),
-    (["bad.npy", "--targets", "f.h5:y"], "features: 1 NaN/Inf entry in row 250 (in the chunk of rows 200-299)"),
+    (["bad.npy", "--targets", "f.h5:y"], "FEATURES bad.npy: 1 NaN/Inf entry in row 250 (in the chunk of rows 200-299)"),
     (["f.h5:x", "--labels", "f.h5:real_labels", "--loss", "ce"], "--labels: expected integer class labels"),
     (["f.h5:missing", "--targets", "f.h5:y"], "FEATURES: 'f.h5:missing': no array 'missing' in 'f.h5'"),
     (["f.h5:x", "--targets", "f.h5:y", "--scheduler", "tcp://127.0.0.1:9"],

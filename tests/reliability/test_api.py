@@ -340,3 +340,25 @@ def test_the_checks_a_command_line_calls_first_name_its_flags():
     with pytest.raises(ValueError, match=r"^--scheduler: expected a Dask scheduler address .*, got 'tcp://h:0' "
                                          r"\(port 0 out of range\)"):
         check_scheduler("tcp://h:0", "--scheduler")
+
+
+def test_features_too_large_for_the_softmax_hessian_are_refused():
+    """|x| ~ 1e200 once ran 100 Newton iterations with overflow warnings and wrote W = 0."""
+    from engine.solvers import ExactSoftmaxHead
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 3))
+    with pytest.raises(ValueError, match=r"^X: \|x\| = .* in row 0 is beyond 1e\+100"):
+        ExactSoftmaxHead(lam=1e-3).fit(x * 1e200, (x[:, 0] > 0).astype(np.int64))
+
+
+def test_a_nan_in_row_0_is_counted_with_the_rest_of_its_chunk():
+    """Row 0 was read alone first (the centring shift) and reported as the whole story."""
+    from engine.solvers import ExactRidgeHead
+
+    x = np.random.default_rng(0).standard_normal((200, 8))
+    with pytest.raises(ValueError, match=r"^targets: 200 NaN/Inf entries in rows 0-199"):
+        ExactRidgeHead(lam=1e-3).fit(x, np.full(200, np.nan))
+    x[0, 0] = x[100, :] = np.nan
+    with pytest.raises(ValueError, match=r"^features: 9 NaN/Inf entries in rows 0-100"):
+        ExactRidgeHead(lam=1e-3).fit(x, np.ones(200))

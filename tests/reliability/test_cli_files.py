@@ -167,3 +167,66 @@ def test_an_interrupted_or_failed_run_leaves_the_earlier_folder_as_it_was(tmp_pa
         assert run(capsys, "reproduce", "pof", "--out", out)[0] == code
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pof"]  # the partial folder is gone
+
+
+# ---- a second hostile pass ---------------------------------------------------------------------
+def test_an_output_through_a_symbolic_link_replaces_its_target_and_keeps_the_link(folder, capsys):
+    (folder / "store").mkdir()
+    (folder / "store" / "head.h5").write_bytes(b"")
+    (folder / "hl.h5").symlink_to(folder / "store" / "head.h5")
+    assert run(capsys, "head", "fit", "x.npy", "--targets", "g.h5:y", "--loss", "squared",
+               "--lam", "0.1", "--out", "hl.h5", "--quiet")[0] == 0
+    assert (folder / "hl.h5").is_symlink()
+    with h5py.File(folder / "store" / "head.h5") as f:
+        assert f["W"].shape == (1, 4)
+
+
+def test_reproduce_into_a_symbolic_link_replaces_the_run_it_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(papers.Paper, "reproduce", fake_reproduce(["first.png"]))
+    assert run(capsys, "reproduce", "pof", "--out", tmp_path / "real")[0] == 0
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.setattr(papers.Paper, "reproduce", fake_reproduce(["second.png"]))
+    assert run(capsys, "reproduce", "pof", "--out", tmp_path / "link")[0] == 0
+    assert (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == [
+        reproduce_cmd.MANIFEST, "report.md", "results.h5", "second.png"]
+
+
+def test_an_empty_out_is_refused_and_an_interrupted_run_leaves_no_new_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(papers.Paper, "reproduce", lambda *a, **k: pytest.fail("work entered"))
+    assert_refused(run(capsys, "reproduce", "pof", "--out", ""), "--out: expected a path, got ''")
+    monkeypatch.setattr(papers.Paper, "reproduce", fake_reproduce([], fail_after=KeyboardInterrupt()))
+    assert run(capsys, "reproduce", "pof", "--out", "new/deeper/run")[0] == 130
+    assert list(tmp_path.iterdir()) == []  # neither the run nor the parents made for it
+
+
+def test_a_refit_without_cv_removes_the_earlier_cv_curve_and_says_so(folder, capsys):
+    common = ["head", "fit", "x.npy", "--targets", "g.h5:y", "--loss", "squared", "--out", "st.h5", "--quiet"]
+    assert run(capsys, *common, "--lam-grid", "1e-4:1:4", "--cv", "3")[0] == 0
+    assert (folder / "st.cv.png").is_file()
+    code, out, _ = run(capsys, *common, "--lam", "5")
+    assert code == 0 and "removed st.cv.png, the CV curve of an earlier fit" in out.replace("\n", " ")
+    assert not (folder / "st.cv.png").exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_a_bad_thread_override_is_one_line_for_every_command(folder, capsys, monkeypatch, value):
+    monkeypatch.setenv("LASTLAYER_THREADS", value)
+    monkeypatch.setattr(papers.Paper, "reproduce", lambda *a, **k: pytest.fail("work entered"))
+    for args in (["train", "--data", "toy", "--iterations", "2", "--quiet"], ["reproduce", "pof"],
+                 ["verify", "--only", "G-Dense"]):
+        assert_refused(run(capsys, *args), f"LASTLAYER_THREADS: expected an integer >= 1, got '{value}'")
+
+
+def test_a_damaged_npz_is_one_line_naming_the_file(folder, capsys):
+    np.savez(folder / "d.npz", x=np.ones((50, 3)))
+    (folder / "td.npz").write_bytes((folder / "d.npz").read_bytes()[:300])
+    assert_refused(run(capsys, "head", "fit", "td.npz:x", "--targets", "g.h5:y", "--loss", "squared",
+                       "--lam", "1", "--out", "o.h5"), "FEATURES: 'td.npz:x': cannot read it (BadZipFile")
+
+
+def test_estimator_messages_name_the_command_lines_arguments(folder, capsys):
+    np.save(folder / "one.npy", np.zeros(60, dtype=np.int64))
+    assert_refused(run(capsys, "head", "fit", "x.npy", "--labels", "one.npy", "--loss", "ce", "--lam", "1",
+                       "--out", "o.h5"), "--labels one.npy: expected at least 2 classes")
