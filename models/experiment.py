@@ -168,8 +168,8 @@ class Steps:
         elapsed = self.seconds
         if self.done == 1 and self.total > 1:
             self._print(f"{self.title}: {self.total} steps; the first took {elapsed:.1f} s: at "
-                        f"that rate the run needs about {duration(elapsed * self.total)} (the time "
-                        f"left is updated as it goes)")
+                        f"that rate the run needs about {duration(elapsed * self.total)} (a rough "
+                        f"guide: steps differ in cost; the time left is updated as it goes)")
         percent = 100 * self.done // max(1, self.total)
         if self.log and percent >= self.logged + 10:
             self.logged = percent - percent % 10

@@ -16,7 +16,7 @@ def test_the_first_step_gives_an_estimate_and_a_pipe_gets_lines(capsys, monkeypa
                 pass
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("demo: 20 steps; the first took 2.0 s: at that rate the run needs about "
-                        "40 s (the time left is updated as it goes)")
+                        "40 s (a rough guide: steps differ in cost; the time left is updated as it goes)")
     assert lines[1].startswith("demo: 2/20 steps (unit 1), ") and lines[-1].startswith("demo: 20/20")
     assert len(lines) == 11  # the estimate and one line per 10 %
 
