@@ -461,7 +461,7 @@ def evaluate_head(X, y, W, b, loss: str, classes=None, *, chunk_rows: int | None
             raise ValueError(f"y: expected numeric targets, got {target.dtype}")
         columns = 1 if len(target.shape) == 1 else target.shape[1]
         if columns != c:
-            want = f"(N, {c})" if c > 1 else f"(N,) or (N, 1)"
+            want = f"(N, {c})" if c > 1 else "(N,) or (N, 1)"
             raise ValueError(f"y: expected targets of shape {want}, one column per output of the "
                              f"head (W has {c} rows), got {target.shape}")
     rows = positive_int(chunk_rows, "chunk_rows") if chunk_rows is not None else default_chunk_rows(d)
