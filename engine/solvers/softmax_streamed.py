@@ -79,10 +79,10 @@ FEATURE_MAX = 1e100
 def _read(start, stop, phi_src, lab_src, classes):
     phi = phi_src.read(start, stop)
     check_chunk(phi, start, "features")
-    big = np.abs(phi).max(initial=0.0)
+    big = float(np.abs(phi).max(initial=0.0))  # a Python float: float32 chunks compare exactly
     if big > FEATURE_MAX:
         row = start + int(np.flatnonzero((np.abs(phi) > FEATURE_MAX).reshape(len(phi), -1).any(axis=1))[0])
-        raise ValueError(f"X: |x| = {float(big):.3g} in row {row} is beyond {FEATURE_MAX:g}: the "
+        raise ValueError(f"X: |x| = {big:.3g} in row {row} is beyond {FEATURE_MAX:g}: the "
                          f"softmax head's Hessian products x x^T overflow float64; rescale the features")
     labels = lab_src.read(start, stop)
     y, known = class_indices(labels, classes)

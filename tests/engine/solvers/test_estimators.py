@@ -341,3 +341,18 @@ def test_an_unconverged_softmax_fit_says_so(data):
     said = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert len(said) == 5  # every solve of the path (2 folds x 2 lambdas) and the final one
     assert any("lam = 0.1 (fold 1 of 2, residual" in m for m in said)
+
+
+def test_float32_features_are_taken_as_they_are(data, tmp_path):
+    """`lastlayer features` writes a float32 network's features as float32. Comparing such a
+    chunk with FEATURE_MAX (1e100) cast the limit to float32 and overflowed (RuntimeWarning,
+    an error in this suite); the heads equal the fit on the same values in float64."""
+    x, y, labels = data
+    x32 = x.astype(np.float32)
+    with h5py.File(tmp_path / "f32.h5", "w") as f:
+        f["x"], f["labels"], f["y"] = x32, labels, y
+    soft = ExactSoftmaxHead(1e-3, chunk_rows=97).fit(str(tmp_path / "f32.h5:x"), str(tmp_path / "f32.h5:labels"))
+    ref = ExactSoftmaxHead(1e-3).fit(x32.astype(np.float64), labels)
+    assert max_diff(soft.coef_, ref.coef_) < 1e-8
+    ridge = ExactRidgeHead(1e-2, chunk_rows=97).fit(str(tmp_path / "f32.h5:x"), str(tmp_path / "f32.h5:y"))
+    assert max_diff(ridge.coef_, ExactRidgeHead(1e-2).fit(x32.astype(np.float64), y).coef_) < 1e-10
