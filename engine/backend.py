@@ -55,17 +55,21 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def to_device(tree: Any, xp: ModuleType) -> Any:
-    """Move every array of a nested list / tuple / dict structure to namespace ``xp``.
+    """Move every array of a nested list / tuple / NamedTuple / dict structure to namespace
+    ``xp``; other leaves (None, Python numbers such as an optimizer's step count) are kept.
 
-    Used to move a network's parameter list (a list of dicts of arrays) to the GPU with
-    ``to_device(params, cupy)`` or back with ``to_device(params, numpy)``.
+    Used to move a training state to the GPU, e.g. ``to_device(params, cupy)`` for a
+    network's parameter list (a list of dicts of arrays), ``to_device(opt_state, cupy)``
+    for an optimizer's state (NamedTuples of such lists), and back with ``numpy``.
     """
     if isinstance(tree, dict):
         return {k: to_device(v, xp) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a NamedTuple: fields by position
+        return type(tree)(*(to_device(v, xp) for v in tree))
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_device(v, xp) for v in tree)
-    if tree is None:
-        return None
+    if not (isinstance(tree, np.ndarray) or is_cupy_array(tree)):
+        return tree
     if xp is np:
         return to_numpy(tree)
     return xp.asarray(tree)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..backend import array_module
 from .base import Layer
 
 
@@ -18,8 +19,10 @@ class Dropout(Layer):
     probability ``p`` and the survivors are scaled by 1 / (1 - p), so E[y] = x and the
     layer is exactly the identity at inference (``train=False``), with no rescaling there.
 
-    The mask is drawn from the generator passed as ``rng`` (a NumPy ``Generator`` for NumPy
-    input, a CuPy one for CuPy input): the same seed gives the same mask.
+    The mask is drawn from the generator passed as ``rng``: the same seed gives the same
+    mask. A NumPy ``Generator`` (what ``engine.streams`` gives the training loop) draws on
+    the host, and the mask is then copied to the input's device, so a CuPy run uses the
+    very masks of the NumPy run; a CuPy generator draws on the device.
     """
 
     p: float = 0.5
@@ -44,8 +47,9 @@ class Dropout(Layer):
             return x, DropoutCache(None)
         if rng is None:
             raise ValueError(f"{self}: training mode draws a random mask; pass rng=...")
-        keep = rng.random(x.shape) >= self.p  # P(keep) = 1 - p
+        keep = rng.random(x.shape) >= self.p  # P(keep) = 1 - p, on the generator's device
         mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
+        mask = array_module(x).asarray(mask)  # to x's device (no copy if already there)
         return x * mask, DropoutCache(mask)
 
     def backward(self, params, cache, dy):

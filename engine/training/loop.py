@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import float_dtype, positive_int
+from ..backend import array_module, to_device
 from .data import Dataset, batch_indices
 from .steps import Batch, GradientStep, plain_gradient
 from ..losses import softmax_cross_entropy, squared_error
@@ -100,7 +101,7 @@ def evaluate(net: Network, params: list, net_state: list, x: np.ndarray, y: np.n
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         out, _ = net.forward(params, xb, train=False, state=net_state)
         value, _ = loss(out, yb)
-        total_loss += value * len(xb)
+        total_loss += float(value) * len(xb)  # a host float (a CuPy loss is a 0-d array)
         if task == "classification":
             correct += int((out.argmax(axis=1) == yb).sum())
         else:
@@ -128,7 +129,10 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     opt : applied with ``opt.update_in_place`` where it has one (Layca's fused step), on
         a copy of ``ts.params`` made once per call, else with ``update`` + ``apply_updates``;
         ``ts`` is never modified.
-    data : the training and evaluation arrays; cast once to the parameters' dtype.
+    data : the training and evaluation arrays (NumPy, as ``engine.training.data`` makes
+        them); copied once per call to the device of ``ts.params`` (NumPy or CuPy: move
+        the state with ``engine.backend.to_device`` to train on a GPU) and cast once to
+        the parameters' dtype.
     batch_size, mode : mini-batching (``engine.training.data.batch_indices``, keyed by ``ts.seed``).
     eval_every : evaluate after every ``eval_every``-th iteration (default: once per
         epoch); iterations where this happens do not depend on where a run was split.
@@ -157,9 +161,12 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
                          f"asked to train until {iterations}")
     loss = loss or default_loss(data.task)
     dtype = _params_dtype(ts.params)
-    x_train = np.ascontiguousarray(data.x_train, dtype=dtype)
-    x_test = np.ascontiguousarray(data.x_test, dtype=dtype)
-    y_train, y_test = data.y_train, data.y_test
+    # The data follow the parameters: on the device of ts.params (NumPy or CuPy), copied
+    # there once per call; y_train / y_test are int labels or, for regression, cast.
+    xp = array_module(*tree_flatten(ts.params))
+    x_train = xp.ascontiguousarray(to_device(data.x_train, xp), dtype=dtype)
+    x_test = xp.ascontiguousarray(to_device(data.x_test, xp), dtype=dtype)
+    y_train, y_test = to_device(data.y_train, xp), to_device(data.y_test, xp)
     if data.task == "regression":
         y_train, y_test = y_train.astype(dtype), y_test.astype(dtype)
     n = len(x_train)
@@ -190,7 +197,9 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     with _progress(quiet, description, iterations, ts.iteration) as progress, \
             np.errstate(over="ignore", invalid="ignore"):
         for t in range(ts.iteration, iterations):
-            idx = batch_indices(n, batch_size, t, ts.seed, mode)
+            idx = batch_indices(n, batch_size, t, ts.seed, mode)  # (B,) host indices
+            if xp is not np:
+                idx = xp.asarray(idx)  # B integers to the device: the batch is gathered there
             batch = Batch(x_train[idx], y_train[idx], t, ts.seed, x_train, y_train)
             result = step(net, params, net_state, batch, loss, mask)
             if result.loss is None:

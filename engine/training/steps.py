@@ -27,9 +27,8 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .._checks import check_mask, real_number
+from ..backend import array_module
 from ..network import Mask, Network
 from ..optim.tree import tree_flatten
 from ..streams import stream
@@ -58,10 +57,12 @@ GradientStep = Callable[[Network, list, list, Batch, Callable, "Mask | None"], S
 
 
 def finite_loss(loss: Callable, out, y):
-    """(loss, dout), or None when the output or the loss is NaN / infinite."""
-    if not np.isfinite(out).all():
+    """(loss as a host float, dout), or None when the output or the loss is NaN / infinite.
+    On CuPy the loss is a 0-d device array; it is read once here (the check reads it anyway)."""
+    if not array_module(out).isfinite(out).all():
         return None
     value, dout = loss(out, y)
+    value = float(value)
     return (value, dout) if math.isfinite(value) else None
 
 
