@@ -3,6 +3,7 @@
     lastlayer verify [--only PREFIX ...] [--json PATH] [--list] [--wide] [--jobs N]   verify_cmd.py
     lastlayer train [--data NAME] [--hidden 128,128] [--epochs E] [--optimizer NAME] ...  train_cmd.py
     lastlayer reproduce PAPER [--quick] [--seeds N] [--out DIR]                        reproduce_cmd.py
+    lastlayer features CHECKPOINT [--data NAME] --out F.h5                            features_cmd.py
     lastlayer head fit FEATURES (--targets Y | --labels L) --loss {squared,ce} ... --out HEAD.h5
     lastlayer head eval HEAD.h5 FEATURES (--targets Y | --labels L)                    head_cli.py
 
@@ -32,6 +33,7 @@ from engine.training import DATASETS
 from . import head_cli, train_run
 from .cli_checks import UsageError, hidden, integer, prefix, real
 from .experiment import version
+from .features_cmd import cmd_features
 from .papers import PAPERS
 from .reproduce_cmd import cmd_reproduce
 from .signals import exit_code
@@ -67,6 +69,7 @@ COMMANDS = {
     "train": lambda args: cmd_train(args, console_for(), dump),
     "reproduce": lambda args: cmd_reproduce(args, console_for()),
     "head": lambda args: head_cli.cmd_head(args, dump, console_for),
+    "features": lambda args: cmd_features(args, console_for()),
 }
 
 
@@ -100,16 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress bar and no line per row: only the table at the end")
 
     t = sub.add_parser(
-        "train", help="train an MLP on an embedded dataset",
-        description="Train an MLP with hand-written gradients on an embedded dataset (nothing "
+        "train", help="train an MLP or a CNN on an embedded dataset",
+        description="Train an MLP or a CNN with hand-written gradients on an embedded dataset (nothing "
                     "is downloaded) and print the final train / test loss and accuracy (RMSE "
                     "for regression). The same settings give bit-identical numbers; --resume "
                     "continues a saved run exactly as if it had never stopped. Ctrl-C stops "
                     "after the current iteration and writes the checkpoint (with --save). In "
                     "a pipe or a log, progress is one line at each 1 %% of the budget.")
     t.add_argument("--data", choices=DATASETS, help="dataset (default digits)")
+    t.add_argument("--arch", choices=train_run.ARCHS,
+                   help="mlp (default) or cnn: convolution blocks (conv, activation, 2x2 max "
+                        "pool; 1-D for mnist1d) before the dense layers; image data only")
+    t.add_argument("--channels", type=hidden, metavar="C1,C2,...",
+                   help="convolution widths of --arch cnn (default 32,64)")
     t.add_argument("--hidden", type=hidden, metavar="W1,W2,...",
-                   help="hidden layer widths (default 128,128; '' for a linear model)")
+                   help="hidden dense widths (default 128,128 for mlp, 128 for cnn after the "
+                        "convolutions; '' for none)")
     t.add_argument("--activation", choices=sorted(train_run.ACTIVATIONS), help="default relu")
     t.add_argument("--dropout", type=real(0, 1, high_open=True), metavar="P",
                    help="dropout probability after each hidden layer, in [0, 1) (default 0)")
@@ -151,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "full run, e.g. 10; fewer with --quick; intervals and tests from 3 seeds on)")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    f = sub.add_parser(
+        "features", help="a trained network's penultimate features, for `head fit`",
+        description="Run the network of a `lastlayer train` checkpoint up to its last layer on "
+                    "the train and test parts of its data set and write those features, the "
+                    "labels, and the network's own scores to one HDF5 file, so that `lastlayer "
+                    "head fit F.h5:train/features --labels F.h5:train/labels ...` post-trains "
+                    "the network exactly and `head eval` compares the two last layers.")
+    f.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint of `lastlayer train --save`")
+    f.add_argument("--data", choices=DATASETS,
+                   help="data set (default: the one the checkpoint was trained on)")
+    f.add_argument("--out", required=True, metavar="F.h5", help="where to write the features (HDF5)")
+    f.add_argument("--quiet", action="store_true", help="no progress lines")
 
     head_cli.add_parser(sub, _Parser, real, integer)
     return parser

@@ -381,8 +381,18 @@ def _eval(args, dump, console_for) -> int:
     table.add_column("value", justify="right")
     for k, v in metrics.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else f"{v:.6g}")
+    own = _network_scores(args.features)  # features of `lastlayer features`: the trained head too
+    for k, v in (own or {}).items():
+        table.add_row(f"the network's own last layer: {k}", f"{v:.6g}")
     console.print(table)
     if args.json:
         atomic_write_text(args.json, dump({"head": args.head, "features": args.features,
-                                           "metrics": metrics}, {"seconds": seconds}))
+                                           "metrics": metrics, "network": own}, {"seconds": seconds}))
     return 0
+
+
+def _network_scores(spec: str) -> dict | None:
+    from .features_cmd import network_scores
+
+    group = spec[len(array_file(spec)) + 1:].rpartition("/")[0]
+    return network_scores(array_file(spec), group) if group else None

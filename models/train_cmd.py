@@ -19,7 +19,7 @@ from .cli_checks import Files, UsageError
 from .ledger import json_value
 from .signals import exit_code, graceful_stop
 
-CONFIG_OPTIONS = ("data", "hidden", "activation", "dropout", "optimizer", "lr", "weight_decay",
+CONFIG_OPTIONS = ("data", "arch", "hidden", "channels", "activation", "dropout", "optimizer", "lr", "weight_decay",
                   "batch_size", "seed", "split_seed", "mode", "dtype")
 
 
@@ -75,7 +75,14 @@ def cmd_train(args, console, dump) -> int:
         cfg = config_from_args(args)
     except (ValueError, TypeError, CheckpointError) as err:
         raise UsageError(str(err)) from None
-    data = load(cfg.data, seed=cfg.split_seed)
+    if args.channels is not None and cfg.arch != "cnn":
+        raise UsageError(f"--channels: sets the convolution widths of --arch cnn; this run is "
+                         f"--arch {cfg.arch}")
+    try:
+        data = load(cfg.data, seed=cfg.split_seed)
+        train_run.build_network(data, cfg)  # a CNN on flat data, or too many blocks
+    except ValueError as err:
+        raise UsageError(f"--arch {cfg.arch} --data {cfg.data}: {err}") from None
     check_memory(cfg, data)
 
     with graceful_stop() as stop, thread_limits(train_run.largest_product_flops(data, cfg)):

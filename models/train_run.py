@@ -1,4 +1,4 @@
-"""``lastlayer train``: an MLP on an embedded dataset, from a plain settings dict.
+"""``lastlayer train``: an MLP or a CNN on an embedded dataset, from a plain settings dict.
 
 The settings (``TrainConfig``) are everything that determines the numbers; they are
 stored in the checkpoint, so ``--resume`` continues the very same run, and the result is
@@ -15,14 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import Dense, Dropout, Flatten, Network, ReLU, Sigmoid, Tanh, optim
+from engine import Conv2D, Network, optim
 from engine.training import (
     DATASETS, Dataset, TrainState, evaluate, init_train_state, load, load_checkpoint,
     save_checkpoint, train,
 )
+from engine.training import networks
 from engine.training.data import batches_per_epoch
+from engine.training.networks import ACTIVATIONS
 
-ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+ARCHS = ("mlp", "cnn")
+DEFAULT_HIDDEN = {"mlp": (128, 128), "cnn": (128,)}  # dense widths after the convolutions
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "sgd_amom": 0.1, "adam": 1e-3,
               "rmsprop": 1e-3, "adagrad": 1e-2}
 
@@ -30,7 +33,9 @@ DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "sgd_amom": 0.1, "
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = "digits"
-    hidden: tuple[int, ...] = (128, 128)
+    arch: str = "mlp"  # "cnn": convolution blocks (``channels``) before the dense layers
+    hidden: tuple[int, ...] | None = None  # None: DEFAULT_HIDDEN of the arch
+    channels: tuple[int, ...] = (32, 64)  # convolution widths (arch cnn only)
     activation: str = "relu"
     dropout: float = 0.0
     optimizer: str = "adam"
@@ -45,6 +50,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.data not in DATASETS:
             raise ValueError(f"data: expected one of {', '.join(DATASETS)}, got {self.data!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch: expected one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.optimizer not in optim.OPTIMIZERS:
@@ -52,9 +59,13 @@ class TrainConfig:
                              f"got {self.optimizer!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected float32 or float64, got {self.dtype!r}")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        hidden = DEFAULT_HIDDEN[self.arch] if self.hidden is None else self.hidden
+        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden: expected layer widths >= 1, got {self.hidden}")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels: expected one or more widths >= 1, got {self.channels}")
 
     @property
     def learning_rate(self) -> float:
@@ -63,21 +74,16 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["channels"] = list(self.channels)
         return d
 
 
-def build_mlp(data: Dataset, hidden: tuple[int, ...], activation: str = "relu",
-              dropout: float = 0.0) -> Network:
-    """[Flatten] -> (Dense -> activation [-> Dropout]) per hidden width -> Dense(outputs)."""
-    layers = [Flatten()] if data.x_train.ndim > 2 else []
-    width = data.n_features
-    for h in hidden:
-        layers += [Dense(width, h), ACTIVATIONS[activation]()]
-        if dropout:
-            layers.append(Dropout(dropout))
-        width = h
-    layers.append(Dense(width, data.n_outputs))
-    return Network(layers)
+def build_network(data: Dataset, cfg: TrainConfig) -> Network:
+    """The network of the settings (engine.training.networks): an MLP, or a CNN whose
+    convolution blocks have ``cfg.channels`` widths. ValueError if the data do not fit."""
+    if cfg.arch == "cnn":
+        return networks.cnn(data, cfg.channels, cfg.hidden, cfg.activation, cfg.dropout)
+    return networks.mlp(data, cfg.hidden, cfg.activation, cfg.dropout)
 
 
 def make_optimizer(cfg: TrainConfig) -> optim.GradientTransformation:
@@ -117,7 +123,7 @@ def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None =
     Splitting a run into pieces changes nothing: it is bit-identical to one piece.
     """
     data = load(cfg.data, seed=cfg.split_seed)
-    net = build_mlp(data, cfg.hidden, cfg.activation, cfg.dropout)
+    net = build_network(data, cfg)
     opt = make_optimizer(cfg)
     if resume:
         ts = load_checkpoint(resume, net=net, opt=opt).train_state
@@ -151,24 +157,41 @@ def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None =
 
 def memory_estimate(data: Dataset, cfg: TrainConfig, eval_batch: int = 2048) -> dict:
     """Bytes a run needs at least, before it starts: parameters with their gradients,
-    updates and optimizer slots, and the activations of one training batch and one
-    evaluation chunk (forward caches and backward buffers). Returns the parts and "total"."""
-    widths = [data.n_features, *cfg.hidden, data.n_outputs]
-    n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    updates and optimizer slots, and the larger of the activations of one training batch
+    (forward caches, backward buffers: 4 per value) and of one evaluation chunk of
+    ``eval_batch`` rows (outputs and caches: 2 per value). A convolution's cache is its
+    im2col matrix, K Ho Wo values a sample. Returns the parts and "total"."""
+    net = build_network(data, cfg)
+    n_params = sum(math.prod(s) for layer in net for s in layer.param_shapes().values())
     slots = {"adam": 2, "momentum": 1, "nesterov": 1, "sgd_amom": 1, "rmsprop": 1, "adagrad": 1}
     itemsize = np.dtype(cfg.dtype).itemsize
     parameters = itemsize * n_params * (3 + slots.get(cfg.optimizer, 0))
-    rows = max(cfg.batch_size, min(eval_batch, len(data.x_train)))
-    activations = itemsize * rows * sum(widths) * 4
+    shape, per_sample = tuple(data.x_train.shape[1:]), data.n_features
+    for layer in net:
+        out = layer.output_shape((1, *shape))[1:]
+        per_sample += math.prod(out)
+        if isinstance(layer, Conv2D):  # the im2col matrix (K, Ho Wo), K = C_in kh kw
+            per_sample += shape[0] * math.prod(layer.kernel_size) * math.prod(out[1:])
+        shape = out
+    rows = min(eval_batch, len(data.x_train))
+    activations = itemsize * per_sample * max(4 * cfg.batch_size, 2 * rows)
     return {"parameters": n_params, "parameter_bytes": parameters,
             "activation_bytes": activations, "total": parameters + activations}
 
 
 def largest_product_flops(data: Dataset, cfg: TrainConfig) -> float:
-    """Flops of the largest matrix product of a training step, 2 B d_in d_out of the widest
-    Dense layer: what decides the thread count (engine.threads)."""
-    widths = [data.n_features, *cfg.hidden, data.n_outputs]
-    return 2.0 * cfg.batch_size * max(a * b for a, b in zip(widths[:-1], widths[1:]))
+    """Flops of the largest matrix product of a training step: 2 B d_in d_out of the widest
+    Dense layer, 2 B C_out K Ho Wo of a convolution (its im2col product); what decides the
+    thread count (engine.threads)."""
+    net, shape, largest = build_network(data, cfg), tuple(data.x_train.shape[1:]), 0.0
+    for layer in net:
+        out = layer.output_shape((1, *shape))[1:]
+        if isinstance(layer, Conv2D):
+            largest = max(largest, 2.0 * math.prod(layer.param_shapes()["W"]) * math.prod(out[1:]))
+        elif "W" in layer.param_shapes():
+            largest = max(largest, 2.0 * math.prod(layer.param_shapes()["W"]))
+        shape = out
+    return cfg.batch_size * largest
 
 
 def proc_kib(path: str, key: str) -> int | None:
