@@ -1,6 +1,7 @@
-"""What every paper reproduction shares: an output folder with an HDF5 results file, a
-markdown report and PNG figures, all written atomically; a progress bar; BLAS thread
-pinning for small matrices; summary statistics over seeds.
+"""What every paper reproduction shares: the run itself (``reproduce``: settings, output
+folder, progress, results, figures, report, once for all five papers); an HDF5 results
+file, a markdown report and PNG figures, all written atomically; a progress bar; BLAS
+thread pinning for small matrices; summary statistics over seeds.
 
 Statistics over seeds (``paired``, ``mean_ci``, ``seeds_note``): intervals and p-values
 only from MIN_SEEDS = 3 seeds on, and not for differences without variance; an undefined
@@ -15,7 +16,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,6 +206,27 @@ def duration(seconds: float) -> str:
 
 def write_report(path: Path, text: str) -> None:
     atomic_write_text(path, text)
+
+
+def reproduce(experiment: str, out: Path, settings, *, quick: bool, quiet: bool, total: int,
+              compute: Callable[[Steps], dict], figures: Callable[[dict, Path], None],
+              report: Callable[[dict, float, dict], str],
+              stored: Callable[[dict], dict] | None = None) -> Path:
+    """The run of ``lastlayer reproduce EXPERIMENT``, the same for every paper: make ``out``;
+    ``compute(steps)`` the results (one BLAS / Numba thread, ``total`` steps of progress);
+    write ``results.h5`` (``stored(results)`` where the file keeps another tree, e.g. with
+    attributes), the figures (``figures(results, out)``) and ``report.md`` (``report(results,
+    seconds, attrs)``, attrs those of results.h5: ``run_attributes``). Returns ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with single_threaded_blas(), Steps(total, quiet, experiment) as steps:
+        results = compute(steps)
+        seconds = steps.seconds
+    attrs = run_attributes(experiment, quick, settings)
+    write_results_h5(out / "results.h5", stored(results) if stored else results, attrs)
+    figures(results, out)
+    write_report(out / "report.md", report(results, seconds, attrs))
+    return out
 
 
 @contextmanager

@@ -28,8 +28,7 @@ from engine.losses import error_energy
 
 from ...experiment import (
     MIN_SEEDS, Paired, Steps, markdown_table, mean_ci, n_seeds, no_interval, paired, pyplot,
-    run_attributes, save_figure, seeds_note, single_threaded_blas, write_report,
-    write_results_h5,
+    reproduce, save_figure, seeds_note,
 )
 from . import protocol
 from .method import RECIPES, transplant
@@ -65,21 +64,20 @@ class Settings:
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
     """Run everything and write results.h5, report.md and the figures to ``out``."""
     s = Settings.make(quick, seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs_per = len(protocol.OPTIMIZERS) * len(RECIPES)
-    total = len(protocol.TASKS) * (1 + runs_per + 4)
-    results: dict = {}
-    with single_threaded_blas(), Steps(total, quiet, "entame") as steps:
+
+    def compute(steps: Steps) -> dict:
+        results: dict = {}
         for name in protocol.TASKS:
             results[name] = _task(name, s, steps)
             results[name]["paired"] = _tree(_comparisons(results[name]))
-        seconds = steps.seconds
-    attrs = run_attributes("entame", quick, s)
-    write_results_h5(out / "results.h5", results, attrs)
-    _figures(results, out)
-    write_report(out / "report.md", _report(results, s, quick, seconds, attrs))
-    return out
+        return results
+
+    runs_per = len(protocol.OPTIMIZERS) * len(RECIPES)
+    return reproduce("entame", out, s, quick=quick, quiet=quiet,
+                     total=len(protocol.TASKS) * (1 + runs_per + 4), compute=compute,
+                     figures=_figures,
+                     report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
+                                                                    attrs))
 
 
 def _task(name: str, s: Settings, steps: Steps) -> dict:

@@ -27,10 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...experiment import (
-    Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, seeds_note, write_report,
-    write_results_h5,
-)
+from ...experiment import markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note
 from . import protocol
 from .method import HEADS, VARIANTS
 
@@ -52,11 +49,10 @@ class Settings:
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
     """Run everything and write results.h5, report.md and the figures to ``out``."""
     s = Settings.make(quick, seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     sets = protocol.datasets()
-    results: dict = {}
-    with Steps(len(sets) * len(VARIANTS) * s.seeds + 1, quiet, "fixed-classifier") as steps:
+
+    def compute(steps) -> dict:
+        results: dict = {}
         for name, data in sets:
             results[name] = {}
             for variant in VARIANTS:
@@ -68,14 +64,13 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
                 results[name][variant] = {k: np.stack([r[k] for r in runs]) for k in runs[0]}
         with steps.step("Hadamard geometry of their networks"):
             results["geometry"] = protocol.paper_geometry()
-        seconds = steps.seconds
+        return results
 
-    attrs = {"experiment": "fixed-classifier", "quick": int(quick), "seeds": s.seeds,
-             "iterations": s.iterations, **provenance()}
-    write_results_h5(out / "results.h5", results, attrs)
-    _figures(results, sets, out)
-    write_report(out / "report.md", _report(results, sets, s, quick, seconds, attrs))
-    return out
+    return reproduce("fixed-classifier", out, s, quick=quick, quiet=quiet,
+                     total=len(sets) * len(VARIANTS) * s.seeds + 1, compute=compute,
+                     figures=lambda results, where: _figures(results, sets, where),
+                     report=lambda results, seconds, attrs: _report(results, sets, s, quick,
+                                                                    seconds, attrs))
 
 
 LABELS = {"learned": "learned (Dense)", "orthogonal": "fixed orthogonal", "hadamard": "fixed Hadamard"}

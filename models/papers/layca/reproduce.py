@@ -30,8 +30,7 @@ from engine import optim, stream
 from engine.training.data import digits
 
 from ...experiment import (
-    Steps, markdown_table, mean_ci, pyplot, run_attributes, save_figure, seeds_note,
-    single_threaded_blas, spearman, write_report, write_results_h5,
+    Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note, spearman,
 )
 from . import protocol
 from .method import METHODS, PAIRS, uniformity
@@ -56,22 +55,20 @@ class Settings:
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
     """Run everything and write results.h5, report.md and the figures to ``out``."""
     s = Settings.make(quick, seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = digits(seed=0)
     n_alphas, n_methods = len(protocol.ALPHAS), len(METHODS)
-    total = s.seeds * (protocol.TOY_HIDDEN + 2 * n_alphas + 2 * n_methods) + 2
-    with single_threaded_blas(), Steps(total, quiet, "layca") as steps:
-        results = {"toy": _section3(s, steps),
-                   "alpha_sweep": _alpha_sweep(s, data, steps),
-                   "angle_deviation": _angle_curves(s, data, steps),
-                   "adaptive": _adaptive(s, data, steps)}
-        seconds = steps.seconds
-    attrs = run_attributes("layca", quick, s)
-    write_results_h5(out / "results.h5", results, attrs)
-    _figures(results, out)
-    write_report(out / "report.md", _report(results, s, quick, seconds, attrs))
-    return out
+
+    def compute(steps: Steps) -> dict:
+        return {"toy": _section3(s, steps),
+                "alpha_sweep": _alpha_sweep(s, data, steps),
+                "angle_deviation": _angle_curves(s, data, steps),
+                "adaptive": _adaptive(s, data, steps)}
+
+    return reproduce("layca", out, s, quick=quick, quiet=quiet,
+                     total=s.seeds * (protocol.TOY_HIDDEN + 2 * n_alphas + 2 * n_methods) + 2,
+                     compute=compute, figures=_figures,
+                     report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
+                                                                    attrs))
 
 
 def _section3(s: Settings, steps: Steps) -> dict[str, np.ndarray]:

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ...experiment import (
-    Annotated, Paired, Steps, markdown_table, mean_ci, n_seeds, paired, pyplot, run_attributes,
-    save_figure, seeds_note, single_threaded_blas, write_report, write_results_h5,
+    Annotated, Paired, Steps, markdown_table, mean_ci, n_seeds, paired, pyplot, reproduce,
+    save_figure, seeds_note,
 )
 from . import protocol
 
@@ -73,24 +73,25 @@ class Settings:
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
     """Run everything and write results.h5, report.md and the figures to ``out``."""
     s = Settings.make(quick, seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    total = len(DATASETS) * s.seeds * (len(protocol.METHODS) + 1) + 3
-    results: dict = {}
-    with single_threaded_blas(), Steps(total, quiet, "pof") as steps:
+
+    def compute(steps: Steps) -> dict:
+        results: dict = {}
         for name in DATASETS:
             results[name] = _compare(name, s, steps)
             results[name]["pof_minus_sgd_phi"] = {
                 key: c.tree() for key, c in _pof_vs_sgd(results[name]["metrics"]).items()}
         results["analysis"] = _analysis(s, steps)
-        seconds = steps.seconds
-    attrs = run_attributes("pof", quick, s)
-    xi = {on: Annotated(v, {"nan": XI_NAN}) for on, v in results["analysis"]["xi"].items()}
-    write_results_h5(out / "results.h5", {**results, "analysis": {**results["analysis"], "xi": xi}},
-                     attrs)
-    _figures(results, out)
-    write_report(out / "report.md", _report(results, s, quick, seconds, attrs))
-    return out
+        return results
+
+    def stored(results: dict) -> dict:
+        xi = {on: Annotated(v, {"nan": XI_NAN}) for on, v in results["analysis"]["xi"].items()}
+        return {**results, "analysis": {**results["analysis"], "xi": xi}}
+
+    return reproduce("pof", out, s, quick=quick, quiet=quiet,
+                     total=len(DATASETS) * s.seeds * (len(protocol.METHODS) + 1) + 3,
+                     compute=compute, stored=stored, figures=_figures,
+                     report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
+                                                                    attrs))
 
 
 def _compare(name: str, s: Settings, steps: Steps) -> dict:

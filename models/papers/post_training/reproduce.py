@@ -26,8 +26,7 @@ import numpy as np
 from engine.training.data import diabetes, digits, simulated_regression
 
 from ...experiment import (
-    Steps, markdown_table, mean_ci, provenance, pyplot, save_figure, seeds_note, write_report,
-    write_results_h5,
+    Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note,
 )
 from . import protocol
 
@@ -52,17 +51,15 @@ class Settings:
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
     """Run everything and write results.h5, report.md and the figures to ``out``."""
     s = Settings.make(quick, seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     regression_sets = [
         ("Simulated (code recipe)", simulated_regression("code", seed=0), (10, 10), "Simulated"),
         ("Simulated (paper recipe)", simulated_regression("paper", seed=0), (10, 10), "Simulated"),
         ("Diabetes (for Parkinson)", diabetes(test_fraction=0.3, seed=0), (17, 10), "Parkinson"),
     ]
     models = [("mlp", digits(seed=0))] + ([("cnn", digits(images=True, seed=0))] if s.cnn else [])
-    total = len(regression_sets) * s.seeds + len(models) * s.seeds + 2
-    results: dict = {"table2": {}, "table1": {}}
-    with Steps(total, quiet, "post-training") as steps:
+
+    def compute(steps: Steps) -> dict:
+        results: dict = {"table2": {}, "table1": {}}
         for label, data, hidden, _ in regression_sets:
             runs = []
             for seed in range(s.seeds):
@@ -82,14 +79,13 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
                                                           s.curve_end)
         with steps.step("M4 convergence"):
             results["m4"] = protocol.m4_curves(s.m4_steps)
-        seconds = steps.seconds
+        return results
 
-    attrs = {"experiment": "post-training", "quick": int(quick), "seeds": s.seeds,
-             "stops": list(s.stops), **provenance()}
-    write_results_h5(out / "results.h5", results, attrs)
-    _figures(results, out)
-    write_report(out / "report.md", _report(results, s, regression_sets, quick, seconds, attrs))
-    return out
+    return reproduce("post-training", out, s, quick=quick, quiet=quiet,
+                     total=len(regression_sets) * s.seeds + len(models) * s.seeds + 2,
+                     compute=compute, figures=_figures,
+                     report=lambda results, seconds, attrs: _report(results, s, regression_sets,
+                                                                    quick, seconds, attrs))
 
 
 def _figures(results: dict, out: Path) -> None:
