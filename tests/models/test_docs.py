@@ -71,7 +71,7 @@ COMMANDS = {
     "lastlayer verify --only C": "16 s",
     "lastlayer verify --only P": "14 s",
     "lastlayer verify --only E": RUN,
-    "lastlayer reproduce post-training --quick": "20 s (tests/models/papers run it small)",
+    "lastlayer reproduce post-training --quick": "45 s (tests/models/papers run it small)",
     "lastlayer reproduce post-training --seeds 5 --out runs/pt": "the full run: minutes",
     "lastlayer reproduce fixed-classifier --quick": "longer than the 1-seed runs of "
                                                     "tests/models/papers (2-20 s)",

@@ -12,6 +12,9 @@
   classic or post-training (digits MLP).
 * Claim M4: distance of the post-trained W to the closed form during post-training
   (SGD as in the protocol, and full-batch gradient descent).
+* Images (their Table 1, MNIST rows; images.py): a small CNN on 5,000 real MNIST digits,
+  from each stopping point as trained, + K classic, + K post-training, the exact CE and
+  ridge last layers, paired tests over seeds, and the distance to the exact optimum.
 
 Everything goes to ``--out``: results.h5, report.md and PNG figures.
 """
@@ -23,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.training.data import diabetes, digits, simulated_regression
+from engine.training.data import diabetes, digits, mnist, simulated_regression
 
 from ...experiment import (
     Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note,
 )
-from . import protocol
+from . import image_report, images, protocol
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,16 @@ class Settings:
     curve_end: int
     m4_steps: int
     cnn: bool
+    image_stops: tuple[int, ...]  # MNIST CNN stopping points (iterations)
+    image_post: int  # K: classic / post-training iterations after each stop (theirs 100)
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None) -> Settings:
         if quick:
-            return cls(seeds or 2, (100, 300), 50, 400, 600, cnn=True)
-        return cls(seeds or 5, (100, 200, 400, 800), 25, 800, 2000, cnn=True)
+            return cls(seeds or 2, (100, 300), 50, 400, 600, cnn=True, image_stops=(100, 300),
+                       image_post=100)
+        return cls(seeds or 5, (100, 200, 400, 800), 25, 800, 2000, cnn=True,
+                   image_stops=(250, 500, 1000, 2000), image_post=100)
 
 
 # ---- the command -------------------------------------------------------------------------
@@ -79,10 +86,16 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
                                                           s.curve_end)
         with steps.step("M4 convergence"):
             results["m4"] = protocol.m4_curves(s.m4_steps)
+        if s.image_stops:
+            data, runs = mnist(), []
+            for seed in range(s.seeds):
+                with steps.step(f"MNIST CNN, seed {seed}"):
+                    runs.append(images.image_run(data, seed, s.image_stops, s.image_post))
+            results["images"] = image_report.tree(runs, s.image_stops)
         return results
 
     return reproduce("post-training", out, s, quick=quick, quiet=quiet,
-                     total=len(regression_sets) * s.seeds + len(models) * s.seeds + 2,
+                     total=(len(regression_sets) + len(models) + bool(s.image_stops)) * s.seeds + 2,
                      compute=compute, figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, regression_sets,
                                                                     quick, seconds, attrs))
@@ -109,6 +122,8 @@ def _figures(results: dict, out: Path) -> None:
     ax.set_title("distance to the closed form (claim M4)")
     ax.legend()
     save_figure(fig, out / "fig_m4_distance.png")
+    if "images" in results:
+        image_report.figure(results, out)
 
 
 def _report(results, s: Settings, regression_sets, quick: bool, seconds: float, attrs) -> str:
@@ -165,4 +180,6 @@ def _report(results, s: Settings, regression_sets, quick: bool, seconds: float, 
               f"kappa = {float(m['hessian_condition']):.3g}; constant-step SGD stalls at its noise "
               "level. (Ledger row M4 checks the convergence to 1e-10 on a well-conditioned problem.)",
               ""]
+    if "images" in results:
+        lines += image_report.report(results, s.image_stops, s.image_post, s.seeds)
     return "\n".join(lines)

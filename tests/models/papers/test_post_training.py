@@ -92,22 +92,46 @@ def test_M4_the_regression_closed_form_is_what_post_training_approaches():
 
 # ---- the reproduction (smoke) -----------------------------------------------------------------
 def test_reproduce_post_training_smoke(tmp_path, monkeypatch):
-    small = reproduce.Settings(seeds=1, stops=(50,), curve_every=50, curve_end=150, m4_steps=50, cnn=False)
+    small = reproduce.Settings(seeds=1, stops=(50,), curve_every=50, curve_end=150, m4_steps=50,
+                               cnn=False, image_stops=(20, 40), image_post=10)
     monkeypatch.setattr(reproduce.Settings, "make", classmethod(lambda cls, quick, seeds: small))
     out = reproduce.run(tmp_path / "pt", quick=True, quiet=True)
-    for name in ("results.h5", "report.md", "fig_error_curve.png", "fig_m4_distance.png"):
+    for name in ("results.h5", "report.md", "fig_error_curve.png", "fig_m4_distance.png",
+                 "fig_mnist_distance.png"):
         assert (out / name).stat().st_size > 0
     with h5py.File(out / "results.h5") as f:
         assert f["table2/Simulated (code recipe)/250"].shape == (1, 3)
         assert f["table1/mlp/50"].shape == (1, 4)
         assert f.attrs["experiment"] == "post-training"
+        for q in ("20", "40"):
+            assert f[f"images/{q}/error"].shape == (1, 5)
+            assert f[f"images/{q}/distance"].shape == (1, 10)
+            J = f[f"images/{q}/objective"][()]  # J of (a) as trained, (c) post-trained, (d) exact
+            assert J.shape == (1, 3) and J[0, 2] <= J[0, 1] < J[0, 0], J  # (d) is the minimiser
+            assert sorted(f[f"images/{q}/paired"]) == ["optimum_minus_trained", "post_minus_classic"]
     report = (out / "report.md").read_text()
     assert "Table 2" in report and "| 1.185 | 1.117 | 1.075 |" in report and "paper: + post-training" in report
     assert "cannot be loaded offline" in report
+    assert "## Images: MNIST CNN" in report and "| 1000 | 10.7 (1) | 9.2 (1.1) | 1.5 |" in report
+    assert "the exact optimum is lowest at every stopping point" in report
+
+
+def test_mnist_exact_last_layers_are_the_minimisers_of_their_objectives():
+    """(d) and (e) of the image section at a tiny scale: the CE optimum's objective is below
+    every post-training SGD iterate's and the trained head's, and the post-trained head moves toward the CE optimum."""
+    from engine.training.data import mnist
+    from models.papers.post_training import images
+
+    run = images.image_run(mnist(), 0, (30,), 20)
+    J = run["objective"][0]
+    assert J[2] <= J[1] < J[0]
+    assert run["distance"][0, -1] < run["distance"][0, 0]
+    assert run["error"].shape == (1, 5) and np.all((run["error"] >= 0) & (run["error"] <= 100))
 
 
 def test_reproduce_post_training_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
-    assert_statistics_at_1_2_3_seeds(
-        reproduce, tmp_path, monkeypatch, compared=False,
+    assert_statistics_at_1_2_3_seeds(  # compared: the image section's paired tests
+        reproduce, tmp_path, monkeypatch, compared=True,
         settings=lambda n: reproduce.Settings(seeds=n, stops=(50,), curve_every=50, curve_end=100,
-                                              m4_steps=20, cnn=False))
+                                              m4_steps=20, cnn=False, image_stops=(20,),
+                                              image_post=10))
