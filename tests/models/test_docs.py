@@ -87,6 +87,12 @@ COMMANDS = {
     "--lam-grid 1e-6:1e-1:8 --cv 5 --bias --out softmax.h5": "17 s (40 streamed Newton solves)",
     "lastlayer head eval softmax.h5 features.h5:train/x --labels features.h5:train/labels":
         "needs softmax.h5 of the 17 s fit above",
+    "lastlayer train --data mnist --arch cnn --epochs 2 --dtype float32 --save cnn.h5": RUN,
+    "lastlayer features cnn.h5 --out cnn-features.h5": RUN,
+    "lastlayer head fit cnn-features.h5:train/features --labels cnn-features.h5:train/labels "
+    "--loss ce --lam 1e-3 --bias --out head.h5": RUN,
+    "lastlayer head eval head.h5 cnn-features.h5:test/features --labels "
+    "cnn-features.h5:test/labels": RUN,
     "lastlayer train --data digits --hidden 128,128 --epochs 30 --seed 0": RUN,
     "lastlayer train --data diabetes --hidden 16 --optimizer sgd_amom --lr 0.05 "
     "--weight-decay 1e-2 --iterations 500": RUN,
