@@ -77,7 +77,7 @@ COMMANDS = {
                                                     "tests/models/papers (2-20 s)",
     "lastlayer reproduce layca --quick": "longer than the 1-seed runs of tests/models/papers "
                                          "(2-20 s)",
-    "lastlayer reproduce pof --quick": "50 s (tests/models/papers run it small)",
+    "lastlayer reproduce pof --quick": "80 s (tests/models/papers run it small)",
     "lastlayer reproduce pof --seeds 10 --out runs/pof": "the full run: many minutes",
     "lastlayer reproduce entame --quick": "20 s (tests/models/papers run it small)",
     "lastlayer reproduce entame --seeds 24 --out runs/entame": "the full run: many minutes",

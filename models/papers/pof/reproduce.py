@@ -1,5 +1,6 @@
 """``lastlayer reproduce pof``: Sato et al. (ICML 2022), "PoF: Post-Training of Feature
-Extractor for Improving Generalization", on generated data and scikit-learn's digits.
+Extractor for Improving Generalization", on generated data, scikit-learn's digits and
+real MNIST images.
 
 From one pre-trained checkpoint per seed (``protocol.pretrain``: the classifier at the
 exact optimum of the training objective), the same number of steps of every method of
@@ -16,7 +17,10 @@ scheme, with gamma fixed at 2, and PoF followed by an exact refit of the classif
 * their Fig. 2a (which Hessian eigenvector mini-batch gradients align with, beside a
   Gaussian model) and Fig. 2b (xi* on training and test batches);
 * their Fig. 6: the size of the classifier perturbation of PoF, SAM's radius and SGD's
-  update size; their Fig. 4: test error during post-training.
+  update size; their Fig. 4: test error during post-training;
+* MNIST CNN (``images``, ``image_section``): SAM pre-training, then PoF against continued
+  SAM and PoF with gamma = 0 from the same checkpoint: test error and lambda_max of the
+  classifier-space Hessian on train and test data (their Table 1 and Fig. 5), paired by seed.
 
 Everything goes to ``--out``: results.h5, report.md and PNG figures.
 """
@@ -32,7 +36,7 @@ from ...experiment import (
     Annotated, Paired, Steps, markdown_table, mean_ci, n_seeds, paired, pyplot, reproduce,
     save_figure, seeds_note,
 )
-from . import protocol
+from . import image_section, protocol
 
 LABELS = {"sgd-all": "continued SGD (all parameters)", "sgd-phi": "SGD on phi (PoF, gamma = 0)",
           "sam-phi": "SAM on phi", "sam-all": "SAM on all parameters",
@@ -62,12 +66,16 @@ class Settings:
     steps: int  # post-training updates of every method
     evaluations: int  # test-error points per run (Fig. 4)
     probes: int  # mini-batches of the Figs. 2, 5 and 6 histograms
+    image_pretrain: int  # MNIST CNN (image_section): SAM pre-training steps
+    image_steps: int  # steps of each method after it
+    image_train_eval: int  # training digits of the train-set measurements (a fixed subset)
+    image_probes: int  # mini-batches of the MNIST Fig. 5 estimate
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None) -> Settings:
         if quick:
-            return cls(seeds or 2, 200, 4, 100)
-        return cls(seeds or 10, 600, 12, 400)
+            return cls(seeds or 2, 200, 4, 100, 300, 60, 1000, 100)
+        return cls(seeds or 10, 600, 12, 400, 600, 150, 1000, 400)
 
 
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
@@ -81,6 +89,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
             results[name]["pof_minus_sgd_phi"] = {
                 key: c.tree() for key, c in _pof_vs_sgd(results[name]["metrics"]).items()}
         results["analysis"] = _analysis(s, steps)
+        results["mnist"] = image_section.compute(s, steps)
         return results
 
     def stored(results: dict) -> dict:
@@ -88,7 +97,8 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
         return {**results, "analysis": {**results["analysis"], "xi": xi}}
 
     return reproduce("pof", out, s, quick=quick, quiet=quiet,
-                     total=len(DATASETS) * s.seeds * (len(protocol.METHODS) + 1) + 3,
+                     total=len(DATASETS) * s.seeds * (len(protocol.METHODS) + 1) + 3
+                     + image_section.total(s),
                      compute=compute, stored=stored, figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
                                                                     attrs))
@@ -241,6 +251,7 @@ def _figures(results: dict, out: Path) -> None:
                title=f"{name}: post-training (their Fig. 4)")
     axes[-1].legend(fontsize=6)
     save_figure(fig, out / "fig4_test_error.png")
+    image_section.figures(results["mnist"], out)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -258,6 +269,7 @@ def _report(results: dict, s: Settings, quick: bool, seconds: float, attrs: dict
               "runs):", "", markdown_table(["method", *PAPER_DATASETS], rows), "",
               "![test error during post-training](fig4_test_error.png)", ""]
     lines += _analysis_report(results["analysis"], results["toy"]["history"])
+    lines += image_section.report(results["mnist"], s)
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from engine import Dense, Network, ReLU, Tanh, optim
 from engine.training import TrainState, load_checkpoint, save_checkpoint, train
 from models.ledger import DIFFERS, FAIL, PASS
 from models.papers import paper
-from models.papers.pof import claims, method, protocol, reproduce
+from models.papers.pof import claims, image_section, images, method, protocol, reproduce
 from models.papers.pof.method import PoF, feature_mask, pof_step
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
@@ -237,9 +237,12 @@ def test_the_released_scheme_runs_and_profiles_without_a_minimum_are_redrawn(mon
 
 
 # ---- the reproduction ------------------------------------------------------------------------------
+TINY_IMAGES = (4, 3, 40, 3)  # image_pretrain, image_steps, image_train_eval, image_probes
+
+
 def tiny(monkeypatch):
     monkeypatch.setattr(reproduce.Settings, "make",
-                        classmethod(lambda cls, quick, seeds: cls(1, 6, 2, 12)))
+                        classmethod(lambda cls, quick, seeds: cls(1, 6, 2, 12, *TINY_IMAGES)))
     monkeypatch.setattr(protocol, "PRE_ITERATIONS", {"toy": 30, "digits": 30})
     monkeypatch.setattr(reproduce, "DATASETS", ("toy",))
 
@@ -250,18 +253,28 @@ def test_reproduce_pof_smoke_and_determinism(tmp_path, monkeypatch):
     b = reproduce.run(tmp_path / "b", quick=True, quiet=True)
     for name in ("results.h5", "report.md", "fig1cd_layer_sharpness.png",
                  "fig2_minibatch_statistics.png", "fig4_test_error.png",
-                 "fig5_hessian_components.png", "fig6_perturbation_sizes.png"):
+                 "fig5_hessian_components.png", "fig6_perturbation_sizes.png",
+                 "fig_mnist_table1.png", "fig_mnist_fig5.png"):
         assert (a / name).stat().st_size > 0
     with h5py.File(a / "results.h5") as fa, h5py.File(b / "results.h5") as fb:
         assert fa.attrs["experiment"] == "pof"
         names = []
         fa.visit(names.append)
         assert "toy/metrics/pof/eig_test" in names and "analysis/alignment/measured" in names
+        for m in ("start",) + images.METHODS:
+            assert fa[f"mnist/metrics/{m}/eig_test"].shape == (1,), m
+        assert "mnist/pof_minus_sam/test_error/mean" in names
+        assert "mnist/pof_minus_gamma0/eig_train/mean" in names
+        assert fa["mnist/fig5_seed0/pof/test"].shape == (TINY_IMAGES[3],)
+        # the CNN's parameter counts: classifier Dense(32, 10); phi conv 1-8, 8-16, Dense 400-32
+        assert fa["mnist/parameters/classifier"][()] == 32 * 10 + 10
+        assert fa["mnist/parameters/phi"][()] == (9 * 8 + 8) + (9 * 8 * 16 + 16) + (400 * 32 + 32)
         for n in names:
             if isinstance(fa[n], h5py.Dataset):
                 np.testing.assert_array_equal(fa[n][()], fb[n][()], err_msg=n)
     report = (a / "report.md").read_text()
     assert "Table 1 analogue" in report and "3.22±0.14" in report and "deviations" in report
+    assert "## MNIST CNN" in report and "2.53±0.08" in report and "gamma = 0" in report
 
 
 def test_reproduce_pof_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
@@ -278,4 +291,42 @@ def test_reproduce_pof_statistics_follow_the_number_of_seeds(tmp_path, monkeypat
 
     monkeypatch.setattr(reproduce, "_analysis", once)
     assert_statistics_at_1_2_3_seeds(reproduce, tmp_path, monkeypatch,
-                                     lambda n: reproduce.Settings(n, 6, 2, 12), compared=True)
+                                     lambda n: reproduce.Settings(n, 6, 2, 12, *TINY_IMAGES),
+                                     compared=True)
+
+
+def test_image_section_pof_keeps_the_sam_classifier_and_gamma0_is_sgd_on_phi():
+    """From one tiny SAM checkpoint on MNIST: PoF and its gamma = 0 control never move the
+    classifier (evaluated at (phi*, theta0), theirs); continued SAM moves it; gamma = 0 is
+    bit-identical to plain SGD on phi with the head frozen (ledger row P4, on the CNN); and
+    lambda_max from ``images.measure`` equals the dense eigenvalue of the same Hessian."""
+    d = images.data()
+    net = images.network(d)
+    start = images.pretrain(net, d, 0, 3)
+    runs = {m: images.post_train(m, net, start, d, 2, 0) for m in images.METHODS}
+    for m in ("pof", "pof-gamma0"):
+        for k in ("W", "b"):
+            np.testing.assert_array_equal(runs[m].params[-1][k], start.params[-1][k], err_msg=m)
+        assert not np.array_equal(runs[m].params[0]["W"], start.params[0]["W"]), m
+    assert not np.array_equal(runs["sam"].params[-1]["W"], start.params[-1]["W"])
+    mask = feature_mask(net, start.params)
+    opt = optim.nesterov(protocol.POST_LR, 0.9, weight_decay=protocol.LAM, mask=mask)
+    plain = train(net, opt, d, TrainState(start.params, start.net_state, opt.init(start.params), 0),
+                  iterations=2, batch_size=images.POST_BATCH, mask=mask, quiet=True,
+                  eval_every=10**9, eval_train=False)
+    for a, b in zip(plain.params, runs["pof-gamma0"].params):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert runs["pof"].history["perturbation"][0] > 0 == runs["pof-gamma0"].history["perturbation"][0]
+    m = images.measure(net, runs["pof"], d, 50, 2, 0)
+    from engine.solvers import top_eigenpairs
+    phi = protocol.features(net, runs["pof"].params, runs["pof"].net_state, d.x_test)
+    head = runs["pof"].params[-1]
+    dense = top_eigenpairs(head["W"], head["b"], phi, d.y_test, 0.0, "ce", k=1, method="dense")
+    assert abs(m["eig_test"] - dense.values[0]) <= 1e-8 * dense.values[0]
+    assert m["rayleigh_test_all"].shape == (2,) and np.all(m["rayleigh_test_all"] <= m["eig_test"])
+    comparison = image_section.comparisons({"pof": {k: np.arange(3.0) for k in
+                                                    image_section.COMPARED},
+                                            "sam": {k: np.arange(3.0) + [1, 2, 4] for k in
+                                                    image_section.COMPARED}}, "sam")
+    assert comparison["test_error"].mean == -7 / 3  # PoF minus the baseline
