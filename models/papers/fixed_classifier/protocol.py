@@ -6,15 +6,21 @@ The same MLP trunk (d -> 256 -> 64, ReLU) ends in one of the heads of ``method.V
 (64 features, 10 classes: the geometry of their ResNet-56 on CIFAR-10), trained by SGD with
 momentum 0.9, batch 64, lr 0.05 divided by 10 at 50 % and 75 %, coupled weight decay 5e-5
 (gradient + 2 lam w: PyTorch's weight_decay=1e-4) on every tensor, alpha included.
+
+The image experiment (``train_image_variant``, their Table 1 on real images) keeps that
+optimiser and puts the heads on one CNN body on ``engine.training.data.mnist`` instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from engine import Dense, HadamardHead, Layer, Network, ReLU, optim
-from engine.training import Dataset, init_train_state, train
-from engine.training.data import digits, toy_classification
+from engine.training import Dataset, evaluate, init_train_state, train
+from engine.training.data import digits, mnist, toy_classification
+from engine.training.networks import cnn
 
 from .method import gram_deviation, hadamard_head_q, head, predicted_gram_deviation
 
@@ -61,12 +67,9 @@ def train_variant(data: Dataset, variant: str, seed: int, iterations: int,
     for heads with a learned alpha, ``alpha`` at every ``iterations / 100``-th iteration
     with its ``alpha_iteration``.
     """
-    if iterations % evaluations:
-        raise ValueError(f"evaluations: expected a divisor of iterations = {iterations}, "
-                         f"got {evaluations}")
+    _check_evaluations(iterations, evaluations)
     net = network(variant, data, seed)
-    lr = optim.StepDecay(LR, (iterations // 2, 3 * iterations // 4))
-    opt = optim.momentum(lr, MOMENTUM, weight_decay=WEIGHT_DECAY)
+    opt = optimizer(iterations)
     learned_alpha = "alpha" in net[-1].param_shapes()
 
     def alpha(t, params):
@@ -83,6 +86,97 @@ def train_variant(data: Dataset, variant: str, seed: int, iterations: int,
            "head_params": np.array(net[-1:].num_params(ts.params[-1:]))}
     if learned_alpha:
         out["alpha"], out["alpha_iteration"] = h["alpha"], h["monitor_iteration"]
+    return out
+
+
+def _check_evaluations(iterations: int, evaluations: int) -> None:
+    if iterations % evaluations:
+        raise ValueError(f"evaluations: expected a divisor of iterations = {iterations}, "
+                         f"got {evaluations}")
+
+
+def optimizer(iterations: int) -> optim.GradientTransformation:
+    """SGD, momentum 0.9, lr 0.05 / 10 at 50 % and 75 % of ``iterations``, coupled weight
+    decay 5e-5 on every tensor (their CIFAR recipe, scaled to these runs)."""
+    lr = optim.StepDecay(LR, (iterations // 2, 3 * iterations // 4))
+    return optim.momentum(lr, MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
+# ---- the image experiment: MNIST, one CNN body, three heads (their Table 1) ---------------
+# float32, as their GPU runs: one forward + backward of the CNN costs ~0.6 of float64's.
+IMAGE_DTYPE = np.float32
+
+
+def image_data(n_train: int | None = None, n_test: int | None = None) -> Dataset:
+    """``mnist()`` (5,000 real MNIST digits, 28x28, 4,000 train / 1,000 test: a sample
+    instead of their CIFAR-10's 50,000 / 10,000 32x32 colour images), or its first
+    ``n_train`` / ``n_test`` rows (tests)."""
+    data = mnist()
+    if n_train is None and n_test is None:
+        return data
+    return dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
+                               x_test=data.x_test[:n_test], y_test=data.y_test[:n_test])
+
+
+def image_network(variant: str, data: Dataset, channels: tuple[int, ...], features: int,
+                  seed: int) -> Network:
+    """``cnn(data, channels, hidden=(features,))`` with its last Dense replaced by the head
+    of ``variant``: (Conv 3x3 -> ReLU -> MaxPool 2x2) per width, Flatten, Dense(features),
+    ReLU, head. Input (B, 1, 28, 28) -> logits (B, 10). Their ResNet-56 ends in 64 global-
+    pooled ReLU features; here ``features`` ReLU units of a small CNN (8-16 channels
+    instead of their 16-32-64 residual stages)."""
+    body = cnn(data, channels=tuple(channels), hidden=(features,))[:-1]
+    return Network(list(body) + [head(variant, features, data.n_classes, seed)])
+
+
+def head_matrix(layer: Layer, params: dict, state: dict | None) -> np.ndarray:
+    """The (C, N) matrix a head applies, read back through its forward pass in float64 on
+    the unit rows of I_N: a Dense head's W (logits = x W^T + b); a fixed head's Q, as
+    (logits - b) / alpha with eps = 1e-300 (so x_hat = I_N exactly). Q is thereby what the
+    trained head computes, whatever holds it (the state, or no array at all)."""
+    p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    s64 = {k: np.asarray(v, dtype=np.float64) for k, v in (state or {}).items()}
+    eye = np.eye(layer.d_in)
+    if isinstance(layer, Dense):
+        y, _ = layer.forward(p64, eye)
+        return (y - p64["b"]).T
+    layer = dataclasses.replace(layer, eps=1e-300)
+    alpha = p64["alpha"][0] if layer.learn_alpha else layer.initial_alpha
+    y, _ = layer.forward(p64, eye, state=s64 or None)
+    return ((y - p64["b"]) / alpha).T
+
+
+def train_image_variant(data: Dataset, variant: str, seed: int, iterations: int,
+                        evaluations: int, channels: tuple[int, ...],
+                        features: int) -> dict[str, np.ndarray]:
+    """Train ``image_network`` with ``optimizer(iterations)``, batch 64, float32.
+
+    Returns, as arrays: ``iteration`` (evaluation points) and ``test_error`` (%) on the
+    whole test set there; ``train_error`` (%) on the whole training set after training
+    (one pass, not a curve: training-set passes cost as much as 60 steps each);
+    ``net_params``, ``head_params`` (trainable numbers); ``matrix_change``, max |M_T - M_0|
+    of the head's matrix (``head_matrix``) after vs before training: 0 to rounding for the
+    fixed heads, the change of W for the learned one; ``alpha``, the final alpha of a
+    learned-alpha head.
+    """
+    _check_evaluations(iterations, evaluations)
+    net = image_network(variant, data, channels, features, seed)
+    opt = optimizer(iterations)
+    ts0 = init_train_state(net, opt, seed, IMAGE_DTYPE)
+    ts = train(net, opt, data, ts0, iterations=iterations, batch_size=BATCH,
+               eval_every=iterations // evaluations, eval_train=False, quiet=True)
+    h = ts.history_arrays()
+    x_train = np.ascontiguousarray(data.x_train, dtype=IMAGE_DTYPE)
+    final = evaluate(net, ts.params, ts.net_state, x_train, data.y_train, data.task)
+    before = head_matrix(net[-1], ts0.params[-1], ts0.net_state[-1])
+    after = head_matrix(net[-1], ts.params[-1], ts.net_state[-1])
+    out = {"iteration": h["eval_iteration"], "test_error": 100 * (1 - h["test_accuracy"]),
+           "train_error": np.float64(100 * (1 - final["accuracy"])),
+           "net_params": np.int64(net.num_params(ts.params)),
+           "head_params": np.int64(net[-1:].num_params(ts.params[-1:])),
+           "matrix_change": np.float64(np.abs(after - before).max())}
+    if "alpha" in ts.params[-1]:
+        out["alpha"] = np.float64(ts.params[-1]["alpha"][0])
     return out
 
 

@@ -75,14 +75,19 @@ def test_H7_train_row_says_differs_exactly_when_no_excess_is_measured():
 
 
 # ---- the reproduction (smoke) -----------------------------------------------------------------
+# the image section, tiny: CNN 2-4, 16 features, 20 iterations on 200 / 100 MNIST images
+TINY_IMAGES = dict(image_iterations=20, image_evaluations=2, image_channels=(2, 4),
+                   image_features=16, image_train=200, image_test=100)
+
+
 def test_reproduce_fixed_classifier_smoke(tmp_path, monkeypatch):
-    small = reproduce.Settings(seeds=1, iterations=20, evaluations=2)
+    small = reproduce.Settings(seeds=1, iterations=20, evaluations=2, **TINY_IMAGES)
     monkeypatch.setattr(reproduce.Settings, "make", classmethod(lambda cls, quick, seeds: small))
     monkeypatch.setattr(protocol, "PAPER_CONFIGS", (("ResNet-56", "CIFAR-10", 64, 10),
                                                     ("small", "toy", 12, 5)))
     out = reproduce.run(tmp_path / "fc", quick=True, quiet=True)
     for name in ("results.h5", "report.md", "fig_alpha.png", "fig_error_curves.png",
-                 "fig_alpha_sweep.png"):
+                 "fig_alpha_sweep.png", "fig_mnist_heads.png"):
         assert (out / name).stat().st_size > 0
     with h5py.File(out / "results.h5") as f:
         assert f.attrs["experiment"] == "fixed-classifier"
@@ -93,9 +98,47 @@ def test_reproduce_fixed_classifier_smoke(tmp_path, monkeypatch):
         assert f["digits/orthogonal/alpha"].shape == (1, 20)  # monitored every iteration
         assert "alpha" not in f["digits/alpha=1"]
         np.testing.assert_array_equal(f["geometry/predicted"][:], [0.0, 1 / 3])
+        images = f["mnist_cnn"]
+        assert images["learned/test_error"].shape == (1, 2)
+        np.testing.assert_array_equal(images["hadamard/iteration"][0], [10, 20])
+        # parameter counts equal the formulas: body = conv 1->2 and 2->4 (3x3) + Dense 100->16
+        body = (1 * 2 * 9 + 2) + (2 * 4 * 9 + 4) + (4 * 5 * 5 * 16 + 16)
+        assert int(images["learned/head_params"][0]) == 10 * 16 + 10  # C N + C
+        assert int(images["orthogonal/head_params"][0]) == int(images["hadamard/head_params"][0]) == 11
+        for head in method.HEADS:
+            assert int(images[f"{head}/net_params"][0]) == body + int(images[f"{head}/head_params"][0])
+        assert sorted(images["paired/hadamard"]) == ["test_error", "train_error"]
+        assert images["paired/orthogonal/test_error"].attrs["n"] == 1
     report = (out / "report.md").read_text()
     assert "Table 1 analogue" in report and "fixed Hadamard" in report
     assert "cannot be loaded offline" in report
+    assert "Their Table 1 on real images" in report and "93.03" in report
+    assert "fig_mnist_heads.png" in report
+
+
+@pytest.mark.parametrize("variant", method.HEADS)
+def test_image_run_keeps_a_fixed_head_matrix_fixed(variant):
+    """The matrix a trained fixed head applies (read back through its forward pass) is the
+    one it started with, to float64 rounding; the learned head's W does move. Counts too."""
+    data = protocol.image_data(200, 100)
+    r = protocol.train_image_variant(data, variant, 0, 20, 1, (2, 4), 16)
+    if variant == "learned":
+        assert r["matrix_change"] > 1e-3 and int(r["head_params"]) == 170
+    else:
+        assert r["matrix_change"] <= 1e-12, r["matrix_change"]
+        assert int(r["head_params"]) == 11 and np.isfinite(r["alpha"])
+    assert r["test_error"].shape == (1,) and 0 <= r["train_error"] <= 100
+
+
+def test_head_matrix_reads_back_the_hadamard_rows_and_the_orthogonal_state():
+    rng = np.random.default_rng(0)
+    layer = method.head("hadamard", 8, 5, 0)
+    params = {"alpha": np.array([2.5]), "b": rng.standard_normal(5)}
+    np.testing.assert_allclose(protocol.head_matrix(layer, params, {}),
+                               method.hadamard_head_q(8, 5), atol=1e-15)
+    layer = method.head("orthogonal", 8, 5, 3)
+    state = layer.init_state()
+    np.testing.assert_allclose(protocol.head_matrix(layer, params, state), state["Q"], atol=1e-15)
 
 
 def test_train_variant_refuses_an_evaluation_count_that_does_not_divide():
@@ -108,5 +151,6 @@ def test_train_variant_refuses_an_evaluation_count_that_does_not_divide():
 def test_reproduce_fixed_classifier_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "PAPER_CONFIGS", (("small", "toy", 12, 5),))
     assert_statistics_at_1_2_3_seeds(
-        reproduce, tmp_path, monkeypatch, compared=False,
-        settings=lambda n: reproduce.Settings(seeds=n, iterations=10, evaluations=2))
+        reproduce, tmp_path, monkeypatch, compared=True,  # the image section's paired tests
+        settings=lambda n: reproduce.Settings(seeds=n, iterations=10, evaluations=2,
+                                              **TINY_IMAGES))
