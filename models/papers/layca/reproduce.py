@@ -11,6 +11,9 @@ DNN training and its impact on generalization", on scikit-learn's digits.
   1 - cos(w_t, w_0) at alpha = 0 for both.
 * Their Section 6.2 (Fig. 4): adaptive methods (Adam, RMSprop, Adagrad) and their
   non-adaptive equivalents (SGD_AMom, SGD), without and with Layca: test accuracy curves.
+* Their Sections 5.2-5.3 on images (Figs. 2-3): a 4-layer CNN on 5,000 real MNIST digits,
+  SGD and Layca at several alphas: angle deviation curves, test accuracy, and its relation
+  to the amount and uniformity of rotation (``images``, ``image_report``).
 
 Scale (theirs -> ours): MNIST and 784-unit layers -> digits upsampled to 16 x 16 and
 256-unit layers (Section 3), and an
@@ -32,7 +35,7 @@ from engine.training.data import digits
 from ...experiment import (
     Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note, spearman,
 )
-from . import protocol
+from . import image_report, protocol
 from .method import METHODS, PAIRS, uniformity
 
 
@@ -43,12 +46,16 @@ class Settings:
     iterations: int  # updates of every Section 5-6 run
     evaluations: int  # test-accuracy points per Section 6.2 curve
     curve_points: int  # angle-deviation points per Fig. 3 curve
+    image_alphas: tuple[float, ...]  # alphas of the CNN on MNIST (0 among them)
+    image_iterations: int  # updates of every CNN run
+    image_curve_points: int  # angle-deviation points per CNN curve
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None) -> Settings:
         if quick:
-            return cls(seeds or 2, 600, 400, 8, 20)
-        return cls(seeds or 10, 1500, 800, 16, 40)  # 10 seeds: their Fig. 1a averages 10 runs
+            return cls(seeds or 2, 600, 400, 8, 20, (-0.6, 0.0, 0.6), 300, 10)
+        # 10 seeds: their Fig. 1a averages 10 runs
+        return cls(seeds or 10, 1500, 800, 16, 40, protocol.ALPHAS, 400, 20)
 
 
 # ---- the command ------------------------------------------------------------------------------------
@@ -62,10 +69,12 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
         return {"toy": _section3(s, steps),
                 "alpha_sweep": _alpha_sweep(s, data, steps),
                 "angle_deviation": _angle_curves(s, data, steps),
-                "adaptive": _adaptive(s, data, steps)}
+                "adaptive": _adaptive(s, data, steps),
+                "images": image_report.compute(s, steps)}
 
     return reproduce("layca", out, s, quick=quick, quiet=quiet,
-                     total=s.seeds * (protocol.TOY_HIDDEN + 2 * n_alphas + 2 * n_methods) + 2,
+                     total=s.seeds * (protocol.TOY_HIDDEN + 2 * n_alphas + 2 * n_methods) + 2
+                     + image_report.steps(s),
                      compute=compute, figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
                                                                     attrs))
@@ -182,6 +191,7 @@ def _figures(results: dict, out: Path) -> None:
     axes[0].set_ylabel("test accuracy (%)")
     axes[1].legend()
     save_figure(fig, out / "fig4_adaptive.png")
+    image_report.figures(results["images"], out)
 
 
 def _percent(fractions) -> str:
@@ -197,6 +207,7 @@ def _report(results: dict, s: Settings, quick: bool, seconds: float, attrs: dict
     lines += _report_section3(results["toy"], s)
     lines += _report_sections5(results["alpha_sweep"], results["angle_deviation"], s)
     lines += _report_section6(results["adaptive"])
+    lines += image_report.report(results["images"], s)
     lines += ["## Notes", "",
               "* Zero steps are Layca steps whose projected base step had norm <= 1e-7 (the "
               "weights are left unchanged; counted per layer and summed). Late in training, "

@@ -3,13 +3,16 @@ able to fail, the protocol's helpers and the reproduction (smoke)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
 
 from models.ledger import FAIL
 from models.papers import paper
-from models.papers.layca import claims, method, protocol, reproduce
+from engine.training.data import mnist
+from models.papers.layca import claims, images, method, protocol, reproduce
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 
@@ -58,13 +61,15 @@ def test_toy_data_and_network_have_identical_hidden_layers():
 
 # ---- the reproduction (smoke) -------------------------------------------------------------------------
 def test_reproduce_layca_smoke(tmp_path, monkeypatch):
-    tiny = reproduce.Settings(seeds=1, toy_cap=25, iterations=40, evaluations=2, curve_points=2)
+    tiny = reproduce.Settings(seeds=1, toy_cap=25, iterations=40, evaluations=2, curve_points=2,
+                              **TINY_IMAGES)
     monkeypatch.setattr(reproduce.Settings, "make", classmethod(lambda cls, quick, seeds: tiny))
     monkeypatch.setattr(protocol, "TOY_UPSAMPLE", 1)  # 64 inputs and 64 units: 16 times cheaper
     monkeypatch.setattr(protocol, "TOY_WIDTH", 64)
     out = reproduce.run(tmp_path / "layca", quick=True, quiet=True)
     for name in ("results.h5", "report.md", "fig1a_single_layer.png", "fig2_alpha_sweep.png",
-                 "fig3_angle_deviation.png", "fig4_adaptive.png"):
+                 "fig3_angle_deviation.png", "fig4_adaptive.png", "fig_images_angle_deviation.png",
+                 "fig_images_accuracy.png"):
         assert (out / name).stat().st_size > 0
     with h5py.File(out / "results.h5") as f:
         assert f["toy/test_accuracy"].shape == (1, protocol.TOY_HIDDEN)
@@ -72,14 +77,58 @@ def test_reproduce_layca_smoke(tmp_path, monkeypatch):
         assert f["angle_deviation/layca/deviation"].shape == (2, protocol.MLP_DEPTH)
         assert f["adaptive/layca/adam/test_curve"].shape == (1, 2)
         assert f.attrs["experiment"] == "layca"
+        L = images.n_kernel_layers()
+        assert f["images/layca/test_accuracy"].shape == (1, 2)
+        assert f["images/sgd/final_rotation"].shape == (1, 2, L)
+        assert f["images/layca/rotation"].shape == (1, 2, 2, L)
+        assert f["images/spearman/angle"].shape == (1,)
+        assert sorted(f["images/paired/alpha0"]) == ["mean"]
+        # Layca's kernels stay on their initial sphere: the stored final rotation must be the
+        # angle deviation of the last curve point (monitored at the last update)
+        np.testing.assert_allclose(f["images/layca/rotation"][0, :, -1],
+                                   f["images/layca/final_rotation"][0], rtol=1e-6)
     report = (out / "report.md").read_text()
     assert "Section 3" in report and "Section 6.2" in report and "angle min / max" in report
+    assert "Image experiment: a CNN on real MNIST digits" in report and "Spearman" in report
 
 
 def test_reproduce_layca_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "TOY_UPSAMPLE", 1)
     monkeypatch.setattr(protocol, "TOY_WIDTH", 64)
     assert_statistics_at_1_2_3_seeds(
-        reproduce, tmp_path, monkeypatch, compared=False,
+        reproduce, tmp_path, monkeypatch, compared=True,  # the image section's paired tests
         settings=lambda n: reproduce.Settings(seeds=n, toy_cap=25, iterations=20, evaluations=2,
-                                              curve_points=2))
+                                              curve_points=2, **TINY_IMAGES))
+
+
+# ---- the image experiment (CNN on MNIST) ----------------------------------------------------------
+TINY_IMAGES = {"image_alphas": (-0.5, 0.0), "image_iterations": 4, "image_curve_points": 2}
+
+
+def test_image_cnn_is_bias_free_with_four_kernel_layers_and_layca_rotates_each_layer_by_its_rate():
+    net = images.network()
+    params = net.init(np.random.default_rng(0), np.float32)
+    kernels = [p["W"] for p in params if "W" in p]
+    assert all(set(p) <= {"W"} for p in params)  # no biases (their Section 4.1)
+    assert [w.size for w in kernels] == [8 * 9, 16 * 8 * 9, 400 * 64, 64 * 10]
+    assert images.n_kernel_layers() == 4
+    data = mnist()
+    small = dataclasses.replace(data, x_test=data.x_test[:50], y_test=data.y_test[:50])
+    r = images.run("layca", -0.5, small, seed=0, iterations=4, curve_points=4)
+    assert r["rotation"].shape == (4, 4) and r["rotation_iteration"].tolist() == [1, 2, 3, 4]
+    # Algorithm 1: the first step rotates kernel layer l by exactly arctan(rho_l), rho_l =
+    # 3^-3 (1 + alpha)^(5 l / 3) (Section 5.1), whatever its gradient's scale
+    rho = 3.0**-3 * 0.5 ** (5 * np.arange(4) / 3)
+    np.testing.assert_allclose(images.angles(r["rotation"][0]), np.degrees(np.arctan(rho)),
+                               rtol=1e-3)
+    sgd = images.run("sgd", -0.5, small, seed=0, iterations=4, curve_points=4)
+    assert sgd["zero_steps"] == 0
+    assert not np.allclose(images.angles(sgd["rotation"][0]), np.degrees(np.arctan(rho)),
+                           rtol=0.1)
+
+
+def test_spearman_per_seed_ranks_over_settings():
+    acc = np.array([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1], [0.5, 0.5, 0.5]])
+    rot = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    rho = images.spearman_per_seed(acc, rot)
+    assert rho[:2].tolist() == [1.0, -1.0] and np.isnan(rho[2])
