@@ -67,7 +67,7 @@ def assert_usage_error(result, *fragments):
     (["--batch-size", "0"], ["--batch-size", "expected an integer >= 1"]),
     (["--save-every", "0", "--save", "x.h5"], ["--save-every", "expected an integer >= 1"]),
     (["--save-every", "5"], ["--save-every needs --save"]),
-    (["--data", "mnist"], ["--data", "invalid choice"]),
+    (["--data", "cifar10"], ["--data", "invalid choice"]),
     (["--hidden", "100000000", "--iterations", "1"], ["--hidden 100000000", "needs about", "TB",
                                                        "memory available"]),
 ])
