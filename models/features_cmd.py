@@ -87,13 +87,13 @@ def cmd_features(args, console) -> int:
         raise UsageError(f"--data {name}: {err}") from None
     net, ts = ck.net, ck.train_state
     try:
-        net.output_shape((1, *data.x_train.shape[1:]))
+        outputs = net.output_shape((1, *data.x_train.shape[1:]))[1:]
     except ValueError as err:
         raise UsageError(f"--data {name}: inputs {tuple(data.x_train.shape[1:])} do not fit the "
                          f"network of {args.checkpoint}: {err}") from None
-    if net.output_shape((1, *data.x_train.shape[1:]))[1:] != (data.n_outputs,):
+    if outputs != (data.n_outputs,):
         raise UsageError(f"--data {name}: {data.n_outputs} outputs, but the network of "
-                         f"{args.checkpoint} has {net.output_shape((1, *data.x_train.shape[1:]))[1:]}")
+                         f"{args.checkpoint} has {outputs}")
     if "W" not in net[-1].param_shapes():
         raise UsageError(f"CHECKPOINT {args.checkpoint}: its last layer {net[-1]} has no weights "
                          f"to post-train")

@@ -155,6 +155,16 @@ def run(cfg: TrainConfig, *, epochs: float | None = 30, iterations: int | None =
     return RunResult(cfg, data, net, ts, final, seconds, total, tuple(saved))
 
 
+def layer_shapes(net: Network, data: Dataset):
+    """(layer, input shape, output shape) of one sample, for every layer of ``net`` on
+    ``data``'s inputs."""
+    shape = tuple(data.x_train.shape[1:])
+    for layer in net:
+        out = tuple(layer.output_shape((1, *shape))[1:])
+        yield layer, shape, out
+        shape = out
+
+
 def memory_estimate(data: Dataset, cfg: TrainConfig, eval_batch: int = 2048) -> dict:
     """Bytes a run needs at least, before it starts: parameters with their gradients,
     updates and optimizer slots, and the larger of the activations of one training batch
@@ -166,13 +176,11 @@ def memory_estimate(data: Dataset, cfg: TrainConfig, eval_batch: int = 2048) -> 
     slots = {"adam": 2, "momentum": 1, "nesterov": 1, "sgd_amom": 1, "rmsprop": 1, "adagrad": 1}
     itemsize = np.dtype(cfg.dtype).itemsize
     parameters = itemsize * n_params * (3 + slots.get(cfg.optimizer, 0))
-    shape, per_sample = tuple(data.x_train.shape[1:]), data.n_features
-    for layer in net:
-        out = layer.output_shape((1, *shape))[1:]
+    per_sample = data.n_features
+    for layer, shape, out in layer_shapes(net, data):
         per_sample += math.prod(out)
         if isinstance(layer, Conv2D):  # the im2col matrix (K, Ho Wo), K = C_in kh kw
             per_sample += shape[0] * math.prod(layer.kernel_size) * math.prod(out[1:])
-        shape = out
     rows = min(eval_batch, len(data.x_train))
     activations = itemsize * per_sample * max(4 * cfg.batch_size, 2 * rows)
     return {"parameters": n_params, "parameter_bytes": parameters,
@@ -183,14 +191,12 @@ def largest_product_flops(data: Dataset, cfg: TrainConfig) -> float:
     """Flops of the largest matrix product of a training step: 2 B d_in d_out of the widest
     Dense layer, 2 B C_out K Ho Wo of a convolution (its im2col product); what decides the
     thread count (engine.threads)."""
-    net, shape, largest = build_network(data, cfg), tuple(data.x_train.shape[1:]), 0.0
-    for layer in net:
-        out = layer.output_shape((1, *shape))[1:]
-        if isinstance(layer, Conv2D):
-            largest = max(largest, 2.0 * math.prod(layer.param_shapes()["W"]) * math.prod(out[1:]))
-        elif "W" in layer.param_shapes():
-            largest = max(largest, 2.0 * math.prod(layer.param_shapes()["W"]))
-        shape = out
+    largest = 0.0
+    for layer, _, out in layer_shapes(build_network(data, cfg), data):
+        weights = layer.param_shapes().get("W")
+        if weights is not None:  # a convolution's product runs over its Ho Wo positions
+            positions = math.prod(out[1:]) if isinstance(layer, Conv2D) else 1
+            largest = max(largest, 2.0 * math.prod(weights) * positions)
     return cfg.batch_size * largest
 
 
