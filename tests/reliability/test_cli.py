@@ -247,7 +247,10 @@ def test_verify_in_a_pipe_prints_one_line_per_row_as_it_completes():
     proc = subprocess.Popen([SCRIPT, "verify", "--only", "G-Dense", "G-ReLU", "H1", "--jobs", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()  # arrives before the run ends
-    rest, err = proc.communicate(timeout=120)
+    # the rest through the same buffered reader: communicate() reads the raw pipe and would
+    # lose lines that readline() had already buffered (as happened on a loaded machine)
+    rest, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=120)
     assert proc.returncode == 0, err
     lines = [first] + rest.splitlines()
     rows = [line for line in lines if line.split() and line.split()[0] in ("G-Dense", "G-ReLU", "H1")]
