@@ -79,8 +79,8 @@ COMMANDS = {
                                          "(2-20 s)",
     "lastlayer reproduce pof --quick": "80 s (tests/models/papers run it small)",
     "lastlayer reproduce pof --seeds 10 --out runs/pof": "the full run: many minutes",
-    "lastlayer reproduce entame --quick": "20 s (tests/models/papers run it small)",
-    "lastlayer reproduce entame --seeds 24 --out runs/entame": "the full run: many minutes",
+    "lastlayer reproduce entame --quick": "60 s (tests/models/papers run it small)",
+    "lastlayer reproduce entame --out runs/entame": "the full run: many minutes",
     "lastlayer head fit features.h5:train/x --targets features.h5:train/y --loss squared "
     "--lam-grid 1e-8:1:20 --cv loo --bias --out ridge.h5": RUN,
     "lastlayer head fit features.h5:train/x --labels features.h5:train/labels --loss ce "

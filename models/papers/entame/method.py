@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine import Constant, Dense, GlorotNormal, HeNormal, MaxEntropy, Network, ZNormalize, stream
 from engine._checks import is_integer
 from engine.layers import Initializer
@@ -87,35 +89,44 @@ def head(recipe: Recipe, n_features: int, n_classes: int, *,
 
 
 def transplant(body: Network, body_params: list, body_state: list, n_classes: int,
-               recipe: Recipe, seed: int, *, statistics: str = "last"):
+               recipe: Recipe, seed: int, *, statistics: str = "last",
+               input_shape: tuple[int, ...] | None = None):
     """(network, params, state): the pre-trained ``body`` (its last layer's output are the
     features, K of them) with a new head; the head's parameters drawn from the stream
-    ("entame-head", seed). The body's arrays are shared, never modified."""
-    shape = body.output_shape((1, *_input_shape(body)))
+    ("entame-head", seed) in the body's floating dtype. ``input_shape``: one sample's shape,
+    e.g. (1, 28, 28) for a CNN body; by default (d_in,) of an MLP body's first Dense layer.
+    The body's arrays are shared, never modified."""
+    shape = body.output_shape((1, *(input_shape or _input_shape(body))))
     if len(shape) != 2:
         raise ValueError(f"body: expected (N, K) features, got output shape {shape}")
     layers = head(recipe, shape[1], n_classes, statistics=statistics)
     new = Network(layers)
     net = Network(list(body) + layers)
-    params = list(body_params) + new.init(stream(seed, "entame-head"))
-    return net, params, list(body_state) + new.init_state()
+    dtype = next((p.dtype for d in body_params for p in d.values()), np.float64)
+    params = list(body_params) + new.init(stream(seed, "entame-head"), dtype)
+    return net, params, list(body_state) + new.init_state(dtype)
 
 
 def _input_shape(body: Network) -> tuple[int, ...]:
     first = body[0]
     if isinstance(first, Dense):
         return (first.d_in,)
-    raise ValueError(f"body: the first layer must be Dense (an MLP body), got {first}")
+    raise ValueError(f"body: the first layer is {first}, not Dense: pass input_shape, one "
+                     "sample's shape (e.g. (1, 28, 28))")
 
 
 def fine_tune(net: Network, params: list, net_state: list, data: Dataset, recipe: Recipe,
               optimizer, steps: int, *, seed: int, batch_size: int = 64,
-              eval_every: int = 1, mode: str = "stream") -> tuple[TrainState, int]:
+              eval_every: int = 1, mode: str = "stream", monitor=None,
+              curve_steps: int | None = None) -> tuple[TrainState, int]:
     """Warm-up (head-only, ``recipe.warmup`` steps) then ``steps`` joint steps of
     ``optimizer`` (a function of the trainable mask returning a GradientTransformation;
     a fresh state for each phase). Returns (the state after the joint steps, the number of
     head-only steps done). The joint phase's history has the test accuracy every
-    ``eval_every`` steps.
+    ``eval_every`` steps, and ``monitor(t, params)``'s values after every joint step
+    (``engine.training.train``'s monitor). With ``curve_steps`` < ``steps``, both happen
+    only over the first ``curve_steps`` joint steps, and the test accuracy once more after
+    the last: the same run (one optimizer state, one batch stream) evaluated less often.
 
     Batches are a stream by default (``engine.training.data.batch_indices``): every batch
     has ``batch_size`` samples. With per-epoch batches the last batch of an epoch can be
@@ -135,6 +146,10 @@ def fine_tune(net: Network, params: list, net_state: list, data: Dataset, recipe
         params, net_state = ts.params, ts.net_state
     opt = optimizer(None)
     ts = TrainState(params, net_state, opt.init(params), seed, iteration=warmup)
-    ts = train(net, opt, data, ts, iterations=warmup + steps, batch_size=batch_size,
-               quiet=True, eval_every=eval_every, eval_train=False, mode=mode)
+    curve = steps if curve_steps is None else min(curve_steps, steps)
+    ts = train(net, opt, data, ts, iterations=warmup + curve, batch_size=batch_size,
+               quiet=True, eval_every=eval_every, eval_train=False, mode=mode, monitor=monitor)
+    if curve < steps:  # evaluated once: the only multiple of warmup + steps left is itself
+        ts = train(net, opt, data, ts, iterations=warmup + steps, batch_size=batch_size,
+                   quiet=True, eval_every=warmup + steps, eval_train=False, mode=mode)
     return ts, warmup

@@ -37,6 +37,7 @@ PRE_LR, PRE_BATCH, PRE_ITERATIONS = 1e-3, 64, 600
 SOURCE_ACCURACY = 0.95  # below this the pre-training failed: the protocol is broken
 LR, BATCH, PHI_W = 1e-4, 64, 1e-12  # the paper's learning rate and phi_w
 FIRST_STEPS = 10  # their Table 3: mean test accuracy over the first 10 steps
+CURVE_STEPS = 30  # the test accuracy is recorded after each of the first 30 joint steps
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -115,9 +116,9 @@ def optimizer(name: str, lr: float):
 def run(body: Body, target: Dataset, recipe: str, opt: str, seed: int, steps: int, *,
         lr: float = LR, phi_w: float | None = None, statistics: str = "last",
         monitor_features: bool = False) -> dict:
-    """Fine-tune ``recipe`` for ``steps`` joint steps. Returns the test accuracy after every
-    step, its mean over the first ``FIRST_STEPS``, the final accuracy, the head-only steps
-    done, and (``monitor_features``) the variance of the body's features (their Fig. 1: the
+    """Fine-tune ``recipe`` for ``steps`` joint steps. Returns the test accuracy after each
+    of the first ``CURVE_STEPS`` steps ("accuracy", up to ``steps`` of them), its mean over
+    the first ``FIRST_STEPS``, the accuracy after the last step, the head-only steps done, and (``monitor_features``) the variance of the body's features (their Fig. 1: the
     mean over features of the variance over the test set) after every step."""
     r = RECIPES[recipe]
     if phi_w is not None and isinstance(r.init, MaxEntropy):
@@ -125,10 +126,11 @@ def run(body: Body, target: Dataset, recipe: str, opt: str, seed: int, steps: in
     net, params, state = transplant(body.net, body.params, body.state, target.n_classes, r, seed,
                                     statistics=statistics)
     ts, warmup = fine_tune(net, params, state, target, r, optimizer(opt, lr), steps, seed=seed,
-                           batch_size=BATCH)
-    curve = np.asarray(ts.history["test_accuracy"])
+                           batch_size=BATCH, curve_steps=CURVE_STEPS)
+    accuracy = np.asarray(ts.history["test_accuracy"])
+    curve = accuracy[:CURVE_STEPS]
     out = {"accuracy": curve, "first": float(curve[:FIRST_STEPS].mean()),
-           "final": float(curve[-1]), "warmup": warmup}
+           "final": float(accuracy[-1]), "warmup": warmup}
     if monitor_features:
         out["feature_variance"] = feature_variance_curve(body, target, r, opt, seed, steps, lr,
                                                          statistics)

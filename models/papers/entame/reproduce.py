@@ -12,7 +12,10 @@ seeds (each seed: its own head draw and batch order; one pre-trained body per ta
 * Tables 4-6 analogue: test accuracy after ``epochs`` epochs for every recipe;
 * their Fig. 1 (variance of the features X^L over the first steps) and Table 2 (accuracy
   over steps); a learning-rate and phi_w sweep showing where the gain holds and where it
-  vanishes; last-batch against running statistics for FN.
+  vanishes; last-batch against running statistics for FN;
+* their Section 6 on real images (images.py, image_report.py): a CNN body pre-trained per
+  seed on the MNIST digits 0-4, a new head for 5-9 (base, base + WU, MEI, MEI + FN, linear
+  probing then fine-tuning), Adam at their lr and batch: Tables 3-6 and Fig. 1a analogues.
 
 Everything goes to ``--out``: results.h5, report.md and PNG figures.
 """
@@ -30,7 +33,7 @@ from ...experiment import (
     MIN_SEEDS, Paired, Steps, markdown_table, mean_ci, n_seeds, no_interval, paired, pyplot,
     reproduce, save_figure, seeds_note,
 )
-from . import protocol
+from . import image_report, images, protocol
 from .method import RECIPES, transplant
 
 MAIN = ("base", "base+wu", "mei", "mei+fn", "fn")  # their plotted variants (and FN)
@@ -53,12 +56,18 @@ class Settings:
     seeds: int
     epochs: int  # fine-tuning epochs (their 10 for CIFAR10 / Caltech101, 15 for CIFAR100)
     sweep_seeds: int
+    image_seeds: int  # MNIST CNN section: each seed pre-trains its own body
+    image_epochs: int  # fine-tuning epochs of the 2,000 target images (theirs 10 on CIFAR10)
+    image_curve: int  # joint steps with the test accuracy and X^L's variance after each
+    image_pretrain: int = images.PRE_ITERATIONS
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None) -> Settings:
+        """``seeds`` (``--seeds``) sets the seeds of the digits tasks and of the image
+        section; by default 24 (their Tables 1 and 3) and 8 (images), 3 and 2 when quick."""
         if quick:
-            return cls(seeds or 3, 3, 2)
-        return cls(seeds or 24, 10, 8)  # 24 seeds: their Tables 1 and 3
+            return cls(seeds or 3, 3, 2, seeds or 2, 2, 16)
+        return cls(seeds or 24, 10, 8, seeds or 8, 10, 30)
 
 
 def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
@@ -70,11 +79,16 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
         for name in protocol.TASKS:
             results[name] = _task(name, s, steps)
             results[name]["paired"] = _tree(_comparisons(results[name]))
+        results["mnist"] = images.stack([_image_seed(seed, s, steps)
+                                         for seed in range(s.image_seeds)])
+        results["mnist"]["paired"] = image_report.tree(results["mnist"])
         return results
 
     runs_per = len(protocol.OPTIMIZERS) * len(RECIPES)
     return reproduce("entame", out, s, quick=quick, quiet=quiet,
-                     total=len(protocol.TASKS) * (1 + runs_per + 4), compute=compute,
+                     total=(len(protocol.TASKS) * (1 + runs_per + 4)
+                            + s.image_seeds * (1 + len(images.RECIPES))),
+                     compute=compute,
                      figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
                                                                     attrs))
@@ -120,6 +134,18 @@ def _task(name: str, s: Settings, steps: Steps) -> dict:
     return out
 
 
+def _image_seed(seed: int, s: Settings, steps: Steps) -> dict:
+    """The image section's seed: its own body pre-trained, then every head fine-tuned."""
+    t = images.task()
+    with steps.step(f"MNIST CNN, seed {seed}: pre-training the body"):
+        body = images.pretrain(t, seed, s.image_pretrain)
+    out = {"source_accuracy": body.source_accuracy}
+    for name in images.RECIPES:
+        with steps.step(f"MNIST CNN, seed {seed}: {name}"):
+            out[name] = images.run(body, t.target, name, seed, s.image_epochs, s.image_curve)
+    return out
+
+
 def _comparisons(r: dict) -> dict:
     """The paired comparisons of the report: every optimizer's MEI and MEI + FN against base
     (mean test accuracy over the first steps), and running against last-batch statistics."""
@@ -157,7 +183,7 @@ def _figures(results: dict, out: Path) -> None:
     for row, opt in enumerate(protocol.OPTIMIZERS):
         for ax, name in zip(axes[row], tasks):
             for k, recipe in enumerate(MAIN):
-                acc = 100 * results[name]["runs"][opt][recipe]["accuracy"][:, :30]
+                acc = 100 * results[name]["runs"][opt][recipe]["accuracy"][:, :protocol.CURVE_STEPS]
                 steps = np.arange(1, acc.shape[1] + 1)
                 ax.plot(steps, acc.mean(axis=0), color=f"C{k}", label=RECIPES[recipe].label)
                 if len(acc) > 1:
@@ -201,6 +227,7 @@ def _figures(results: dict, out: Path) -> None:
         ax.axhline(0, color="k", linewidth=0.5)
         ax.legend(fontsize=7)
     save_figure(fig, out / "fig_sweeps.png")
+    image_report.figure(results["mnist"], out)
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -229,6 +256,7 @@ def _report(results: dict, s: Settings, quick: bool, seconds: float, attrs: dict
              "budget).", ""]
     for name in protocol.TASKS:
         lines += _task_report(name, results[name], s)
+    lines += image_report.report(results["mnist"], s.image_seeds, s.image_epochs, s.image_curve)
     lines += ["## The paper's numbers", "",
               "Table 1, noise energy over total error energy at initialisation (%):", "",
               markdown_table(["model", *PAPER_DATASETS],

@@ -11,7 +11,7 @@ import pytest
 
 from models.ledger import DIFFERS, FAIL, PASS
 from models.papers import paper
-from models.papers.entame import claims, method, protocol, reproduce
+from models.papers.entame import claims, images, method, protocol, reproduce
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 
@@ -143,9 +143,10 @@ def test_tasks_have_disjoint_classes_and_a_mirror():
 
 
 # ---- the reproduction ------------------------------------------------------------------------------
-def test_reproduce_entame_smoke_and_determinism(tmp_path, monkeypatch):
+def test_reproduce_entame_smoke_and_determinism(tmp_path, tiny_images):
+    monkeypatch = tiny_images
     monkeypatch.setattr(reproduce.Settings, "make",
-                        classmethod(lambda cls, quick, seeds: cls(2, 1, 1)))
+                        classmethod(lambda cls, quick, seeds: cls(2, 1, 1, 2, **TINY_IMAGES)))
     monkeypatch.setattr(protocol, "TASKS", ("digits-5to9",))
     monkeypatch.setattr(protocol, "PRE_ITERATIONS", 50)
     monkeypatch.setattr(reproduce, "LRS", (1e-4, 1e-2))
@@ -153,23 +154,93 @@ def test_reproduce_entame_smoke_and_determinism(tmp_path, monkeypatch):
     a = reproduce.run(tmp_path / "a", quick=True, quiet=True)
     b = reproduce.run(tmp_path / "b", quick=True, quiet=True)
     for name in ("results.h5", "report.md", "fig_accuracy_steps.png", "fig_feature_variance.png",
-                 "fig_sweeps.png"):
+                 "fig_sweeps.png", "fig_images.png"):
         assert (a / name).stat().st_size > 0
     with h5py.File(a / "results.h5") as fa, h5py.File(b / "results.h5") as fb:
         names = []
         fa.visit(names.append)
         assert "digits-5to9/runs/adam/mei+fn/first" in names
+        assert fa["mnist/mei+fn/accuracy"].shape == (2, 10)
+        assert fa["mnist/probe/variance"].shape == (2, 11)
+        assert int(fa["mnist/probe/warmup"][()]) == method.PROBE_STEPS
+        assert sorted(fa["mnist/paired"]) == ["mei", "mei+fn", "probe", "variance_jump"]
         for n in names:
             if isinstance(fa[n], h5py.Dataset):
                 np.testing.assert_array_equal(fa[n][()], fb[n][()], err_msg=n)
     report = (a / "report.md").read_text()
     assert "Table 3 analogue" in report and "10.86±2.97" in report
+    assert "## Images: a CNN body on MNIST" in report and "VGG16 35.29±2.40" in report
 
 
-def test_reproduce_entame_statistics_follow_the_number_of_seeds(tmp_path, monkeypatch):
+def test_reproduce_entame_statistics_follow_the_number_of_seeds(tmp_path, tiny_images):
+    monkeypatch = tiny_images
     monkeypatch.setattr(protocol, "TASKS", ("digits-5to9",))
     monkeypatch.setattr(protocol, "PRE_ITERATIONS", 50)
     monkeypatch.setattr(reproduce, "LRS", (1e-4,))
     monkeypatch.setattr(reproduce, "PHI_WS", (0.0,))
     assert_statistics_at_1_2_3_seeds(reproduce, tmp_path, monkeypatch,
-                                     lambda n: reproduce.Settings(n, 1, 1), compared=True)
+                                     lambda n: reproduce.Settings(n, 1, 1, n, **TINY_IMAGES),
+                                     compared=True)
+
+
+# ---- the image experiment (CNN body on MNIST) -------------------------------------------------------
+FULL_TASK = images.task
+
+
+def tiny_task() -> protocol.Task:
+    """The image task cut to 160 / 50 images per side: with batch 16, 10 steps an epoch."""
+    t = FULL_TASK()
+
+    def cut(d):
+        return dataclasses.replace(d, x_train=d.x_train[:160], y_train=d.y_train[:160],
+                                   x_test=d.x_test[:50], y_test=d.y_test[:50])
+
+    return protocol.Task(t.name, cut(t.source), cut(t.target))
+
+
+@pytest.fixture
+def tiny_images(monkeypatch):
+    monkeypatch.setattr(images, "task", tiny_task)
+    monkeypatch.setattr(images, "BATCH", 16)
+    return monkeypatch
+
+
+TINY_IMAGES = {"image_epochs": 2, "image_curve": 10, "image_pretrain": 3}
+
+
+def test_image_task_is_mnist_digits_0_4_then_5_9_in_float32():
+    t = images.task()
+    assert t.source.x_train.shape == (2000, 1, 28, 28) and t.target.x_test.shape == (500, 1, 28, 28)
+    assert t.source.x_train.dtype == np.float32
+    assert set(np.unique(t.source.y_test)) == set(range(5)) == set(np.unique(t.target.y_train))
+    assert t.target.n_classes == 5
+
+
+def test_image_run_splits_its_budget_without_changing_it(tiny_images):
+    """The curve phase and the rest of the budget are one run: the final accuracy equals
+    that of one unsplit fine-tuning; the variance before step 1 is the body's own."""
+    t = images.task()
+    body = images.pretrain(t, 0, 3)
+    assert [type(layer).__name__ for layer in body.net][-2:] == ["Dense", "ReLU"]
+    r = images.run(body, t.target, "mei+fn", 0, epochs=2, curve_steps=10)
+    assert r["accuracy"].shape == (10,) and r["variance"].shape == (11,)
+    assert r["first"] == pytest.approx(r["accuracy"].mean(), rel=1e-12)
+    recipe = method.RECIPES["mei+fn"]
+    net, params, state = method.transplant(body.net, body.params, body.state, 5, recipe, 0,
+                                           input_shape=(1, 28, 28))
+    assert params[-1]["W"].dtype == np.float32 and params[-1]["W"].std() < 1e-5
+    ts, _ = method.fine_tune(net, params, state, t.target, recipe,
+                             protocol.optimizer("adam", protocol.LR), 20, seed=0,
+                             batch_size=16, eval_every=20)
+    assert r["final"] == ts.history["test_accuracy"][-1]
+    phi = body.net.forward(body.params, t.target.x_test, train=False, state=body.state)[0]
+    assert r["variance"][0] == pytest.approx(float(phi.astype(np.float64).var(axis=0).mean()),
+                                             rel=1e-12)
+    with pytest.raises(ValueError, match=r"curve_steps: expected 10 <= curve_steps <= 20"):
+        images.run(body, t.target, "base", 0, epochs=2, curve_steps=21)
+
+
+def test_image_pretraining_below_the_source_accuracy_is_a_broken_protocol(tiny_images):
+    tiny_images.setattr(images, "PRE_ITERATIONS", 2)
+    with pytest.raises(RuntimeError, match="the pre-training is broken"):
+        images.pretrain(images.task(), 0, 2)
