@@ -143,6 +143,9 @@ def _append(store: dict, values: dict) -> None:
         store.setdefault(key, []).append(value)
 
 
+SHARPNESS_POINTS = 41  # odd: t = 0 is the middle point of the Fig. 1c-d landscapes
+
+
 def _analysis(s: Settings, steps: Steps) -> dict:
     """The toy model of seed 0 before post-training, after SGD on phi and after PoF:
     their Figs. 1c-d, 2a-b, 5 and the SGD update sizes of Fig. 6."""
@@ -154,7 +157,7 @@ def _analysis(s: Settings, steps: Steps) -> dict:
               "pof": protocol.post_train("pof", net, start, data, s.steps, 0)}
     out: dict = {}
     with steps.step("Figs. 1c, 1d: per-layer sharpness"):
-        offsets = np.linspace(-1.0, 1.0, 41)
+        offsets = np.linspace(-1.0, 1.0, SHARPNESS_POINTS)
         out["sharpness"] = {m: protocol.layer_sharpness(net, ts, data, offsets)
                             for m, ts in models.items() if m != "start"}
     with steps.step("Figs. 2a, 2b: gradient alignment, xi*"):

@@ -245,6 +245,7 @@ def tiny(monkeypatch):
                         classmethod(lambda cls, quick, seeds: cls(1, 6, 2, 12, *TINY_IMAGES)))
     monkeypatch.setattr(protocol, "PRE_ITERATIONS", {"toy": 30, "digits": 30})
     monkeypatch.setattr(reproduce, "DATASETS", ("toy",))
+    monkeypatch.setattr(reproduce, "SHARPNESS_POINTS", 5)  # the landscapes: 41 -> 5 points
 
 
 def test_reproduce_pof_smoke_and_determinism(tmp_path, monkeypatch):
@@ -282,6 +283,7 @@ def test_reproduce_pof_statistics_follow_the_number_of_seeds(tmp_path, monkeypat
     and "[+nan, +nan]"), and the report says why; from 3 seeds, the paired comparison."""
     monkeypatch.setattr(protocol, "PRE_ITERATIONS", {"toy": 30, "digits": 30})
     monkeypatch.setattr(reproduce, "DATASETS", ("toy",))
+    monkeypatch.setattr(reproduce, "SHARPNESS_POINTS", 5)
     cache, real = {}, reproduce._analysis
 
     def once(s, steps):  # seed 0 only, the same at any number of seeds: computed once
