@@ -10,8 +10,9 @@ Jobs (one test each, so ``-k head`` picks one):
   17), labels the argmax of a random linear teacher plus Gumbel noise (10 classes, not
   separable);
 * ``entame``: ``lastlayer reproduce entame --quick --quiet --out DIR``, the cheapest quick
-  reproduction (on an idle 2-core machine: entame ~15 s, pof and post-training ~27 s,
-  fixed-classifier ~57 s, layca ~63 s).
+  reproduction (before the image sections of issue 18: entame ~15 s, pof and post-training
+  ~27 s, fixed-classifier ~57 s, layca ~63 s; with them, on a slow day of the 2-core
+  machine: entame 61 s, post-training 80 s, fixed-classifier 110 s, layca 124 s, pof 159 s).
 
 Conditions, interleaved (the order rotates each repeat; medians of the repeats):
 
