@@ -118,8 +118,9 @@ def run(body: Body, target: Dataset, recipe: str, opt: str, seed: int, steps: in
         monitor_features: bool = False) -> dict:
     """Fine-tune ``recipe`` for ``steps`` joint steps. Returns the test accuracy after each
     of the first ``CURVE_STEPS`` steps ("accuracy", up to ``steps`` of them), its mean over
-    the first ``FIRST_STEPS``, the accuracy after the last step, the head-only steps done, and (``monitor_features``) the variance of the body's features (their Fig. 1: the
-    mean over features of the variance over the test set) after every step."""
+    the first ``FIRST_STEPS``, the accuracy after the last step, the head-only steps done,
+    and (``monitor_features``) the variance of the body's features (their Fig. 1: the mean
+    over features of the variance over the test set) after every step."""
     r = RECIPES[recipe]
     if phi_w is not None and isinstance(r.init, MaxEntropy):
         r = replace(r, init=MaxEntropy(phi_w=phi_w))
