@@ -6,6 +6,7 @@
     lastlayer features CHECKPOINT [--data NAME] --out F.h5                            features_cmd.py
     lastlayer head fit FEATURES (--targets Y | --labels L) --loss {squared,ce} ... --out HEAD.h5
     lastlayer head eval HEAD.h5 FEATURES (--targets Y | --labels L)                    head_cli.py
+    lastlayer exercise list | start NAME [--out FILE] | check NAME FILE              exercise_cmd.py
 
 Bad input never starts work: every flag is checked (finite, in range, named in the message)
 and every file a command reads or writes is checked before anything runs, no output naming
@@ -32,6 +33,8 @@ from engine.training import DATASETS
 
 from . import head_cli, train_run
 from .cli_checks import UsageError, hidden, integer, prefix, real
+from .exercise_cmd import cmd_exercise
+from .exercises import EXERCISES
 from .experiment import version
 from .features_cmd import cmd_features
 from .papers import PAPERS
@@ -70,6 +73,7 @@ COMMANDS = {
     "reproduce": lambda args: cmd_reproduce(args, console_for()),
     "head": lambda args: head_cli.cmd_head(args, dump, console_for),
     "features": lambda args: cmd_features(args, console_for()),
+    "exercise": cmd_exercise,
 }
 
 
@@ -175,6 +179,31 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress lines")
 
     head_cli.add_parser(sub, _Parser, real, integer)
+
+    e = sub.add_parser(
+        "exercise", help="exercises with self-checks: write a layer, a loss or a solver",
+        description="Exercises with self-checks: `start` copies an exercise's template (its "
+                    "docstring states the task), `check` runs your copy through the engine's "
+                    "own gradient check and a closed form and prints one PASS / FAIL line per "
+                    "check, naming what is wrong (which gradient, by how much). Exits 1 if a "
+                    "check fails.")
+    actions = e.add_subparsers(dest="action", metavar="ACTION", required=True,
+                               parser_class=_Parser)
+    actions.add_parser("list", help="the exercises, one line each",
+                       description="List the exercises: name and title, one line each.")
+    names = ", ".join(EXERCISES)
+    s = actions.add_parser("start", help="copy an exercise's template to fill in",
+                           description="Copy the template of exercise NAME to FILE; an "
+                                       "existing file is never overwritten.")
+    s.add_argument("name", metavar="NAME", help=f"the exercise: {names}")
+    s.add_argument("--out", metavar="FILE", help="where to write the copy (default: the "
+                   "template's name in the current folder, e.g. leaky_relu.py)")
+    c = actions.add_parser("check", help="check your implementation of an exercise",
+                           description="Run the checks of exercise NAME on your FILE: one "
+                                       "PASS / FAIL line per check. Exits 0 if all pass, 1 if "
+                                       "any fails.")
+    c.add_argument("name", metavar="NAME", help=f"the exercise: {names}")
+    c.add_argument("file", metavar="FILE", help="your copy of the template")
     return parser
 
 
