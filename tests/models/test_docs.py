@@ -1,6 +1,6 @@
 """The repository carries its own documentation: every ledger ID is documented in
 docs/claims.md, every reference to a doc points to a file that exists, and every code block
-of README.md and docs/*.md runs (or, for commands too long to run here, is accepted as
+of README.md and docs/**/*.md runs (or, for commands too long to run here, is accepted as
 written by the command line's parser)."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_doc_references_point_to_files_in_the_repository():
         assert not stale, f"{path.relative_to(ROOT)} refers to {stale}, which users cannot read"
 
 
-# ---- every code block of README.md and docs/*.md runs ------------------------------------------
+# ---- every code block of README.md and docs/**/*.md runs ---------------------------------------
 # Blocks of one file run in order, in one namespace and one temporary folder (as a reader
 # pasting them would): ```python blocks are executed (doctest-style when they hold ">>> "
 # lines, checked against a following ```output block when there is one); in shell blocks
@@ -71,15 +71,22 @@ COMMANDS = {
     "lastlayer verify --only C": "16 s",
     "lastlayer verify --only P": "14 s",
     "lastlayer verify --only E": RUN,
-    "lastlayer reproduce post-training --quick": "45 s (tests/models/papers run it small)",
+    "lastlayer verify --only G-Dense G-SoftmaxCE": RUN,
+    "lastlayer exercise list": RUN,
+    "lastlayer verify --only G-Network": RUN,
+    "lastlayer exercise start leaky-relu": RUN,
+    "lastlayer exercise check leaky-relu leaky_relu.py": "exits 1 on purpose: the template is "
+                                                         "untouched (tests/models/test_exercise.py "
+                                                         "runs every outcome)",
+    "lastlayer reproduce post-training --quick": "38 s (tests/models/papers run it small)",
     "lastlayer reproduce post-training --seeds 5 --out runs/pt": "the full run: minutes",
     "lastlayer reproduce fixed-classifier --quick": "longer than the 1-seed runs of "
                                                     "tests/models/papers (2-20 s)",
     "lastlayer reproduce layca --quick": "longer than the 1-seed runs of tests/models/papers "
                                          "(2-20 s)",
-    "lastlayer reproduce pof --quick": "80 s (tests/models/papers run it small)",
+    "lastlayer reproduce pof --quick": "58 s (tests/models/papers run it small)",
     "lastlayer reproduce pof --seeds 10 --out runs/pof": "the full run: many minutes",
-    "lastlayer reproduce entame --quick": "60 s (tests/models/papers run it small)",
+    "lastlayer reproduce entame --quick": "32 s (tests/models/papers run it small)",
     "lastlayer reproduce entame --out runs/entame": "the full run: many minutes",
     "lastlayer head fit features.h5:train/x --targets features.h5:train/y --loss squared "
     "--lam-grid 1e-8:1:20 --cv loo --bias --out ridge.h5": RUN,
@@ -108,6 +115,10 @@ OTHERS = {
 }
 # Blocks without commands or code (first line -> what they are).
 LISTINGS = {
+    ("docs/tutorial/exercises.md", "FAIL  backward: gradient of x is wrong: relative error "
+                                   "9.9e-01 (tolerance 1e-07); worst for slope 0.01, x (4, 6); "
+                                   "right where x > 0, wrong where x < 0 (there dx = slope dy = "
+                                   "0.01 dy)"): "a check's output for a wrong backward",
     ("README.md", "engine/    layers/ (heads, normalisations, initialisers), losses, network, "
                   "optim/ (rules,"): "the folder layout",
     ("docs/design.md", "models/    the papers and the command line                  -> "
@@ -142,7 +153,8 @@ class Command(NamedTuple):
 
 
 def doc_files() -> list[str]:
-    return ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))
+    return ["README.md"] + sorted(p.relative_to(ROOT).as_posix()
+                                  for p in (ROOT / "docs").rglob("*.md"))
 
 
 def blocks_of(path: str, text: str) -> list[Block]:
@@ -302,6 +314,7 @@ def run_python(block: Block, namespace: dict, expected: str | None) -> None:
         report = io.StringIO()
         runner = doctest.DocTestRunner(checker=_Digits(), optionflags=doctest.ELLIPSIS)
         result = runner.run(test, out=report.write, clear_globs=False)
+        namespace.update(test.globs)  # DocTest ran on a copy: the next block sees its names
         assert result.failed == 0, f"{block.where}:\n{report.getvalue()}"
         return
     stdout = io.StringIO()
@@ -462,3 +475,39 @@ def test_a_command_too_long_to_run_is_parsed_flag_by_flag():
                       (["verify", "--only", "Q"], "Q selects no row")):
         with pytest.raises(AssertionError, match=why):
             check_parses(Command("lastlayer " + " ".join(argv), argv, None, None))
+
+
+# ---- source pointers ---------------------------------------------------------------------------
+POINTER = re.compile(r"\[`([\w.]+)`\]\(((?:\.\./)+)([\w/.-]+\.py)#L(\d+)-L(\d+)\)")
+
+
+def test_source_pointers_start_at_the_definition_they_name():
+    """A link [`Dense.backward`](../../engine/layers/dense.py#L65-L72) in docs/ points to a
+    range of the file that starts with the definition of its last name (`def backward`, in
+    `class Dense`) and ends inside it, so a pointer cannot silently go stale."""
+    checked = 0
+    for path in doc_files():
+        folder = (ROOT / path).parent
+        for name, up, target, start, end in POINTER.findall((ROOT / path).read_text()):
+            source = (folder / up / target).resolve()
+            where = f"{path}: [{name}]({up}{target}#L{start}-L{end})"
+            assert source.is_file(), f"{where}: no such file"
+            lines = source.read_text().splitlines()
+            start, end = int(start), int(end)
+            assert 1 <= start <= end <= len(lines), f"{where}: the file has {len(lines)} lines"
+            *owners, last = name.split(".")
+            first = lines[start - 1]
+            assert re.match(rf"\s*(def|class) {last}\b", first), (
+                f"{where}: line {start} is {first.strip()!r}, not the definition of {last}")
+            indent = len(first) - len(first.lstrip())
+            for line in lines[start:end]:
+                if line.strip() and len(line) - len(line.lstrip()) <= indent:
+                    assert not re.match(r"\s*(def|class) ", line), (
+                        f"{where}: the range runs past {last} into {line.strip()!r}")
+            if owners and owners[-1][0].isupper():
+                above = [ln for ln in lines[:start - 1]
+                         if re.match(rf"\s{{0,{max(indent - 1, 0)}}}class \w+", ln)]
+                assert above and re.match(rf"\s*class {owners[-1]}\b", above[-1]), (
+                    f"{where}: {last} is not defined in class {owners[-1]}")
+            checked += 1
+    assert checked, "no source pointer found in docs/"
