@@ -74,6 +74,7 @@ COMMANDS = {
     "lastlayer verify --only G-Dense G-SoftmaxCE": RUN,
     "lastlayer exercise list": RUN,
     "lastlayer verify --only G-Network": RUN,
+    "lastlayer verify --only G-Conv2D G-MaxPool2D": RUN,
     "lastlayer exercise start leaky-relu": RUN,
     "lastlayer exercise check leaky-relu leaky_relu.py": "exits 1 on purpose: the template is "
                                                          "untouched (tests/models/test_exercise.py "
