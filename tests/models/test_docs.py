@@ -47,6 +47,27 @@ def test_doc_references_point_to_files_in_the_repository():
         assert not stale, f"{path.relative_to(ROOT)} refers to {stale}, which users cannot read"
 
 
+def _dead_links(path: Path) -> list[str]:
+    """The relative Markdown links ``[text](target)`` of ``path`` whose file is missing
+    (targets resolved from the page's folder, ``#anchor`` removed; URLs skipped)."""
+    dead = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        if not (path.parent / target.split("#")[0]).exists():
+            dead.append(target)
+    return dead
+
+
+def test_relative_links_of_the_docs_resolve(tmp_path):
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        dead = _dead_links(path)
+        assert not dead, f"{path.relative_to(ROOT)} links to missing files: {dead}"
+    page = tmp_path / "page.md"
+    page.write_text("[ok](page.md#top) [web](https://example.org) [gone](02-missing.md#L1)\n")
+    assert _dead_links(page) == ["02-missing.md#L1"]  # the check can fail
+
+
 # ---- every code block of README.md and docs/**/*.md runs ---------------------------------------
 # Blocks of one file run in order, in one namespace and one temporary folder (as a reader
 # pasting them would): ```python blocks are executed (doctest-style when they hold ">>> "
