@@ -10,6 +10,7 @@ printed that it is working (never after a sleep).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import pytest
 
 import models.cli as cli
 import models.verify_cmd as verify_cmd
+from models.papers import all_checks
 from engine.training.checkpoint import load_checkpoint
 
 SCRIPT = str(Path(sys.executable).parent / "lastlayer")
@@ -231,14 +233,47 @@ def test_save_every_writes_checkpoints_that_resume_to_the_same_run(tmp_path):
             np.testing.assert_array_equal(x[k], y[k])
 
 
+def _small_pipe() -> tuple[int, int, int]:
+    """(read end, write end, capacity in bytes) of a pipe shrunk to one page where the
+    platform allows it (Linux: F_SETPIPE_SZ), so that a writer blocks after a few KB."""
+    read, write = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)
+        return read, write, fcntl.fcntl(write, fcntl.F_GETPIPE_SZ)
+    return read, write, 65536  # the usual default elsewhere
+
+
+def _read_line(fd: int) -> str:
+    """One line from a raw file descriptor, a byte at a time: nothing beyond it is read."""
+    line = bytearray()
+    while not line.endswith(b"\n") and (byte := os.read(fd, 1)):
+        line += byte
+    return line.decode()
+
+
 def test_ctrl_c_during_verify_stops_at_once_with_one_line(tmp_path):
-    proc = subprocess.Popen([SCRIPT, "verify", "--jobs", "2"], stdout=subprocess.PIPE,
+    """Ctrl-C while the ledger runs. Structurally "while it runs", however slow or busy the
+    machine: the test reads one row, then nothing, from a pipe of one page, and the rows
+    still to come are many pages long, so verify is blocked on its output or still
+    measuring when the signal comes; it can never have finished."""
+    read, write, capacity = _small_pipe()
+    rows = len(all_checks())
+    assert (rows - 1) * 100 > capacity, (rows, capacity)  # row_line's fixed columns: 99 + newline
+    proc = subprocess.Popen([SCRIPT, "verify", "--jobs", "2"], stdout=write,
                             stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()  # a row: the ledger is running
-    assert " PASS " in first or " DIFFERS" in first, (first, proc.communicate())
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    os.close(write)
+    try:
+        first = _read_line(read)  # a row: the ledger is running
+        assert " PASS " in first or " DIFFERS" in first, (first, proc.stderr.read())
+        proc.send_signal(signal.SIGINT)
+        while os.read(read, 65536):  # the rest of its output, up to its exit (EOF)
+            pass
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(read)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
     assert err.strip() == "lastlayer verify: interrupted; nothing partial was written"
 
 
