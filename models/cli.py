@@ -6,7 +6,7 @@
     lastlayer features CHECKPOINT [--data NAME] --out F.h5                            features_cmd.py
     lastlayer head fit FEATURES (--targets Y | --labels L) --loss {squared,ce} ... --out HEAD.h5
     lastlayer head eval HEAD.h5 FEATURES (--targets Y | --labels L)                    head_cli.py
-    lastlayer exercise list | start NAME [--out FILE] | check NAME FILE              exercise_cmd.py
+    lastlayer exercise list | start NAME [--out FILE] | check NAME [FILE]            exercise_cmd.py
 
 Bad input never starts work: every flag is checked (finite, in range, named in the message)
 and every file a command reads or writes is checked before anything runs, no output naming
@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "PASS / FAIL line per check. Exits 0 if all pass, 1 if "
                                        "any fails.")
     c.add_argument("name", metavar="NAME", help=f"the exercise: {names}")
-    c.add_argument("file", metavar="FILE", help="your copy of the template")
+    c.add_argument("file", metavar="FILE", nargs="?", help="your copy of the template "
+                   "(default: the name `start` gives it, e.g. leaky_relu.py)")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``lastlayer exercise list | start NAME [--out FILE] | check NAME FILE``: exercises with
+"""``lastlayer exercise list | start NAME [--out FILE] | check NAME [FILE]``: exercises with
 self-checks (the registry and the checkers: ``models/exercises``).
 
 * ``list``: one line per exercise, its name and title;
@@ -6,8 +6,8 @@ self-checks (the registry and the checkers: ``models/exercises``).
   e.g. ``leaky_relu.py``, in the current folder). An existing file is never overwritten:
   the copy is written to a temporary file beside FILE and hard-linked into place, which
   fails if FILE appeared meanwhile;
-* ``check NAME FILE``: runs the learner's FILE (under a private module name) through the
-  exercise's checks and prints one line per check, ``PASS`` or ``FAIL``, what was checked,
+* ``check NAME [FILE]``: runs the learner's FILE (default: the name ``start`` gives it)
+  under a private module name through the exercise's checks and prints one line per check, ``PASS`` or ``FAIL``, what was checked,
   the measured error against its tolerance and, for a failure, what is wrong ("backward:
   gradient of W is wrong: relative error 4.0e-01 (tolerance 1e-07); ..."). An exception
   in the learner's code is a FAIL line naming the method, the exception and the line.
@@ -82,7 +82,7 @@ def cmd_list() -> int:
     for e in EXERCISES.values():
         print(f"{e.name:<{width}}  {e.title}")
     print("start one with `lastlayer exercise start NAME`, check it with "
-          "`lastlayer exercise check NAME FILE`")
+          "`lastlayer exercise check NAME [FILE]`")
     return 0
 
 
@@ -99,7 +99,8 @@ def cmd_start(ex: Exercise, out: str | None) -> int:
     return 0
 
 
-def cmd_check(ex: Exercise, path: str) -> int:
+def cmd_check(ex: Exercise, path: str | None) -> int:
+    path = ex.template if path is None else path  # the file ``start`` writes by default
     files = Files()
     files.input(path, "FILE", "Python file")
     results = ex.check(path)

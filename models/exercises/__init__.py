@@ -9,7 +9,7 @@ tests hold them (tests/models/test_exercise.py).
 
     lastlayer exercise list                        EXERCISES, one line each
     lastlayer exercise start NAME [--out FILE]     copies templates/<template> (never over a file)
-    lastlayer exercise check NAME FILE             runs the checks: exit 0 all pass, 1 any fails
+    lastlayer exercise check NAME [FILE]           runs the checks: exit 0 all pass, 1 any fails
 
 The templates are read as text, never imported: they import only ``engine`` and NumPy.
 """

@@ -300,10 +300,18 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
     assert code == 2 and "unknown exercise 'lasso'" in err
     code, _, err = run(["exercise", "check", "conv1d", "missing.py"], capsys)
     assert code == 2 and err == "lastlayer exercise: FILE missing.py: no such file\n"
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["exercise", "check", "conv1d"])
-    assert exc.value.code == 2
+    code, _, err = run(["exercise", "check", "conv1d"], capsys)  # FILE: start's default name
+    template = EXERCISES["conv1d"].template
+    assert code == 2 and err == f"lastlayer exercise: FILE {template}: no such file\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_without_file_checks_the_copy_start_wrote(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run(["exercise", "start", "leaky-relu"], capsys)[0] == 0
+    (tmp_path / EXERCISES["leaky-relu"].template).write_text(SOLUTIONS["leaky-relu"])
+    code, out, _ = run(["exercise", "check", "leaky-relu"], capsys)
+    assert code == 0 and out.splitlines()[-1].endswith(" passed, 0 failed"), out
 
 
 def test_templates_import_only_engine_and_are_never_imported():
