@@ -255,12 +255,15 @@ def test_ctrl_c_during_verify_stops_at_once_with_one_line(tmp_path):
     """Ctrl-C while the ledger runs. Structurally "while it runs", however slow or busy the
     machine: the test reads one row, then nothing, from a pipe of one page, and the rows
     still to come are many pages long, so verify is blocked on its output or still
-    measuring when the signal comes; it can never have finished."""
+    measuring when the signal comes; it can never have finished. The child starts with
+    SIGINT at its default, as under a terminal: a suite run in a shell's background job
+    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
     read, write, capacity = _small_pipe()
     rows = len(all_checks())
     assert (rows - 1) * 100 > capacity, (rows, capacity)  # row_line's fixed columns: 99 + newline
     proc = subprocess.Popen([SCRIPT, "verify", "--jobs", "2"], stdout=write,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(write)
     try:
         first = _read_line(read)  # a row: the ledger is running
