@@ -7,8 +7,8 @@ self-checks (the registry and the checkers: ``models/exercises``).
   the copy is written to a temporary file beside FILE and hard-linked into place, which
   fails if FILE appeared meanwhile;
 * ``check NAME [FILE]``: runs the learner's FILE (default: the name ``start`` gives it)
-  under a private module name through the exercise's checks and prints one line per check, ``PASS`` or ``FAIL``, what was checked,
-  the measured error against its tolerance and, for a failure, what is wrong ("backward:
+  under a private module name through the exercise's checks and prints one line per
+  check, ``PASS`` or ``FAIL``, what was checked, the measured error against its tolerance and, for a failure, what is wrong ("backward:
   gradient of W is wrong: relative error 4.0e-01 (tolerance 1e-07); ..."). An exception
   in the learner's code is a FAIL line naming the method, the exception and the line.
 
