@@ -8,8 +8,9 @@ self-checks (the registry and the checkers: ``models/exercises``).
   fails if FILE appeared meanwhile;
 * ``check NAME [FILE]``: runs the learner's FILE (default: the name ``start`` gives it)
   under a private module name through the exercise's checks and prints one line per
-  check, ``PASS`` or ``FAIL``, what was checked, the measured error against its tolerance and, for a failure, what is wrong ("backward:
-  gradient of W is wrong: relative error 4.0e-01 (tolerance 1e-07); ..."). An exception
+  check, ``PASS`` or ``FAIL``, what was checked, the measured error against its
+  tolerance and, for a failure, what is wrong ("backward: gradient of W is wrong:
+  relative error 4.0e-01 (tolerance 1e-07); ..."). An exception
   in the learner's code is a FAIL line naming the method, the exception and the line.
 
 Exit status: 0 when every check passes, 1 when one fails; 2 for a usage error (an unknown
