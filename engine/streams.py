@@ -36,6 +36,11 @@ STREAMS: dict[str, tuple[int, str]] = {
     "probe": (0x50F4, "mini-batches and random inputs drawn to measure a model (PoF, ENTAME)"),
     "entame-head": (0xE47A, "ENTAME's new classifier heads (models.papers.entame)"),
     "mnist-order": (0x3157, "the fixed order of mnist's train and test rows (engine.training.data)"),
+    "etf": (0xE7F0, "the orthonormal P of a SimplexETFHead with method='orthogonal' (engine.layers)"),
+    "laplace-mc": (0x1A91, "Monte Carlo draws of a last-layer Laplace predictive (engine.solvers)"),
+    "laplace-folds": (0x1A92, "the K folds of a Laplace prior precision chosen by CV (engine.solvers)"),
+    "beyond-data": (0xB0D0, "generated features and labels of the NC / ETF / LA / CAL ledger rows"),
+    "compare": (0xC0A7, "lastlayer compare: its heads, orders and probes beyond those of the papers"),
 }
 
 

@@ -7,6 +7,12 @@
 * ``curvature``: objective, gradient, Hessian and Hessian-vector products of the last layer.
 * ``eigen``: top eigenpairs of that Hessian (dense and Lanczos), Rayleigh quotients, and
   Hessian-vector products of any layer of a network by central differences.
+* ``neural_collapse``: NC1-NC4 and the CDNV of features and a head (Papyan et al. 2020),
+  in memory or streamed in one pass of stable class statistics, on Dask too.
+* ``calibration``: NLL, Brier, ECE / MCE (equal-width and equal-mass bins), and
+  temperature scaling by the exact 1-D minimisation of the held-out NLL.
+* ``laplace``: the exact last-layer Laplace posterior (full, Kronecker for the squared
+  loss, K-FAC for large C d), its predictive, evidence and prior selection.
 * ``line_search``: the exact minimum of a last-layer loss along a direction (PoF's eq. 2).
 * ``estimators``: ``ExactRidgeHead`` / ``ExactSoftmaxHead``, scikit-learn estimators for
   the exact head on a user's features, lambda by K-fold / LOO / GCV, data in memory,
@@ -17,9 +23,14 @@ All use the objective J(W, b) = (1/N) sum_i loss(W Phi_i + b, y_i) + lam ||W||_F
 docs/claims.md (the bias is not penalised).
 """
 
+from .calibration import (
+    CalibrationError, CalibrationWarning, ReliabilityBins, Temperature, TemperatureProfile,
+    apply_temperature, brier, ece, fit_temperature, mce, nll, temperature_profile,
+)
 from .curvature import Objective, hessian, hvp, logit_hessians, objective
 from .eigen import Eigenpairs, layer_hvp, layer_top_eigenpair, rayleigh_quotient, top_eigenpairs
 from .line_search import LineMinimum, LineProfile, line_minimum, released_line_search
+from .neural_collapse import NeuralCollapse, neural_collapse
 from .ridge import (
     GramAccumulator, RankDeficientWarning, RidgeSolution, kernel_ridge, ridge, ridge_gradient,
     ridge_objective, ridge_path, rkhs_norm,
@@ -35,6 +46,10 @@ __all__ = [
     "top_eigenpairs", "rayleigh_quotient", "layer_hvp", "layer_top_eigenpair", "Eigenpairs",
     "LineProfile", "LineMinimum", "line_minimum", "released_line_search",
     "ExactRidgeHead", "ExactSoftmaxHead", "evaluate_head", "ArraySource", "open_source",
+    "neural_collapse", "NeuralCollapse",
+    "nll", "brier", "ece", "mce", "fit_temperature", "apply_temperature", "temperature_profile",
+    "Temperature", "TemperatureProfile", "CalibrationError", "ReliabilityBins",
+    "CalibrationWarning",
 ]
 
 
