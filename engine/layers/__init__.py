@@ -7,6 +7,7 @@ from .base import Layer
 from .conv import Conv2D, MaxPool2D
 from .dense import Dense
 from .dropout import Dropout
+from .etf_head import SimplexETFHead
 from .fixed_heads import HadamardHead, OrthogonalHead
 from .initializers import (
     Constant, GlorotNormal, GlorotUniform, HeNormal, HeUniform, Initializer, MaxEntropy,
@@ -31,6 +32,7 @@ __all__ = [
     "ZNormalize",
     "HadamardHead",
     "OrthogonalHead",
+    "SimplexETFHead",
     "Initializer",
     "HeNormal",
     "HeUniform",

@@ -23,7 +23,7 @@ LAYERS = {cls.__name__: cls for cls in (
     layers.Dense, layers.ReLU, layers.Tanh, layers.Sigmoid, layers.Conv2D, layers.MaxPool2D,
     layers.Flatten, layers.BatchNorm, layers.Dropout, layers.L2Normalize, layers.ZNormalize,
     layers.HadamardHead,
-    layers.OrthogonalHead,
+    layers.OrthogonalHead, layers.SimplexETFHead,
 )}
 INITIALIZERS = {cls.__name__: cls for cls in (
     initializers.HeNormal, initializers.HeUniform, initializers.GlorotNormal,
