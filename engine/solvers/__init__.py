@@ -29,6 +29,8 @@ from .calibration import (
 )
 from .curvature import Objective, hessian, hvp, logit_hessians, objective
 from .eigen import Eigenpairs, layer_hvp, layer_top_eigenpair, rayleigh_quotient, top_eigenpairs
+from .laplace import LastLayerLaplace, squared_loss_mode, tau_from_lam
+from .laplace_select import EvidenceOptimum, PriorSelection, maximize_evidence, select_prior
 from .line_search import LineMinimum, LineProfile, line_minimum, released_line_search
 from .neural_collapse import NeuralCollapse, neural_collapse
 from .ridge import (
@@ -50,6 +52,8 @@ __all__ = [
     "nll", "brier", "ece", "mce", "fit_temperature", "apply_temperature", "temperature_profile",
     "Temperature", "TemperatureProfile", "CalibrationError", "ReliabilityBins",
     "CalibrationWarning",
+    "LastLayerLaplace", "tau_from_lam", "squared_loss_mode", "maximize_evidence", "select_prior",
+    "EvidenceOptimum", "PriorSelection",
 ]
 
 
