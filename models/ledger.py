@@ -13,6 +13,7 @@ mathematics predicts, the tolerance and a status:
 from __future__ import annotations
 
 import math
+import re
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -75,13 +76,26 @@ def run_check(check: Check) -> Row:
     return Row(check.id, check.description, out.measured, out.expected, out.tolerance, out.status)
 
 
+def family(check_id: str) -> str:
+    """The letters an ID starts with: its paper's or topic's prefix ("E" of E12, "ETF" of
+    ETF2, "G" of G-Dense)."""
+    match = re.match(r"[A-Za-z]+", check_id)
+    return match.group(0) if match else check_id
+
+
 def select(checks: Iterable[Check], prefixes: Iterable[str] | None) -> list[Check]:
-    """The checks whose ID starts with any of ``prefixes`` (all of them if None)."""
+    """The checks whose ID starts with any of ``prefixes`` (all of them if None). A prefix
+    of letters only names a whole family: E selects E1 .. E12 but not ETF1 (``family``)."""
     checks = list(checks)
     if not prefixes:
         return checks
+
+    def chosen(check_id: str) -> bool:
+        return any(family(check_id) == p if p.isalpha() else check_id.startswith(p)
+                   for p in prefixes)
+
     prefixes = tuple(prefixes)
-    return [c for c in checks if c.id.startswith(prefixes)]
+    return [c for c in checks if chosen(c.id)]
 
 
 def json_value(v: Value) -> Value:

@@ -15,7 +15,7 @@ from rich.text import Text
 from engine.training.io import atomic_write_text
 
 from .cli_checks import Files, UsageError
-from .ledger import DIFFERS, FAIL, PASS, format_value, row_dict, select
+from .ledger import DIFFERS, FAIL, PASS, family, format_value, row_dict, select
 from .papers import all_checks
 from .verify_run import run_rows
 
@@ -27,7 +27,7 @@ def cmd_verify(args, console, dump) -> int:
     files.output(args.json, "--json")
     checks = select(all_checks(), args.only)
     if not checks:
-        prefixes = sorted({c.id[:1] for c in all_checks()})
+        prefixes = sorted({family(c.id) for c in all_checks()})
         raise UsageError(f"--only {' '.join(args.only)} selects no check; IDs start with "
                          f"{', '.join(prefixes)} (e.g. C1, G-Dense; see --list)")
     if args.list:

@@ -1,11 +1,12 @@
 """Running the claims ledger: rows in worker processes, reported as each one completes.
 
-The checks are grouped by paper (the first letter of their ID: a paper's rows share cached
-computations, such as a trained model, that a split would compute twice) and the groups
-are handed to ``jobs`` worker processes, longest first (``GROUP_SECONDS``, measured on 2
-cores). Each worker sends every row back the moment it is measured, so the caller can
-print it. Every check runs with the BLAS and OpenMP pools limited to one thread, in a
-worker or not: the numbers do not depend on the number of jobs or of cores.
+The checks are grouped by paper or topic (the letters their ID starts with,
+``ledger.family``: a paper's rows share cached computations, such as a trained model, that
+a split would compute twice) and the groups are handed to ``jobs`` worker processes,
+longest first (``GROUP_SECONDS``, measured on 2 cores). Each worker sends every row back
+the moment it is measured, so the caller can print it. Every check runs with the BLAS and
+OpenMP pools limited to one thread, in a worker or not: the numbers do not depend on the
+number of jobs or of cores.
 
 Workers are started with "spawn" (fresh interpreters: no state inherited from a parent that
 may already run Numba or BLAS threads). A worker that fails or dies is reported at once,
@@ -23,13 +24,14 @@ from collections.abc import Callable, Sequence
 
 from engine.threads import thread_limits
 
-from .ledger import Check, Row, run_check
+from .ledger import Check, Row, family, run_check
 
 __all__ = ["GROUP_SECONDS", "default_jobs", "groups", "run_rows"]
 
 # Seconds each group took on the project's 2-core machine (serially, one BLAS thread);
 # groups are scheduled longest first. Unknown groups come after these.
-GROUP_SECONDS = {"P": 21.0, "C": 16.0, "H": 9.0, "M": 5.0, "E": 3.0, "G": 2.0}
+GROUP_SECONDS = {"P": 21.0, "C": 16.0, "H": 9.0, "NC": 5.0, "M": 5.0, "LA": 4.0, "ETF": 3.0,
+                 "E": 3.0, "CAL": 2.5, "G": 2.0}
 
 
 def default_jobs() -> int:
@@ -41,10 +43,11 @@ def default_jobs() -> int:
 
 
 def groups(checks: Sequence[Check]) -> list[list[int]]:
-    """Indices of ``checks`` grouped by the first letter of the ID, longest group first."""
+    """Indices of ``checks`` grouped by the family of the ID (``ledger.family``: E, ETF),
+    longest group first."""
     by_key: dict[str, list[int]] = {}
     for i, c in enumerate(checks):
-        by_key.setdefault(c.id[:1], []).append(i)
+        by_key.setdefault(family(c.id), []).append(i)
     order = sorted(by_key, key=lambda k: (-GROUP_SECONDS.get(k, 0.0), -len(by_key[k]), k))
     return [by_key[k] for k in order]
 

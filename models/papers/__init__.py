@@ -78,5 +78,8 @@ def paper(name: str) -> Paper:
 
 def all_checks() -> list[Check]:
     """Every ledger row in the order ``lastlayer verify`` prints them: the engine's
-    gradients (G), then each paper's rows in registry order."""
-    return engine_checks() + [check for p in PAPERS for check in p.checks()]
+    gradients (G), each paper's rows in registry order, then the topics beyond the papers
+    (``models.beyond``: NC, ETF, LA, CAL)."""
+    from ..beyond import checks as beyond_checks
+
+    return engine_checks() + [check for p in PAPERS for check in p.checks()] + beyond_checks()

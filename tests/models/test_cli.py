@@ -39,7 +39,7 @@ def test_a_failing_row_makes_verify_exit_1(monkeypatch, capsys):
 def test_a_prefix_that_selects_nothing_is_a_usage_error(capsys):
     assert cli.main(["verify", "--only", "Z9"]) == 2
     err = capsys.readouterr().err
-    assert "selects no check; IDs start with C, E, G, H, M, P" in err and "C1-" not in err
+    assert "selects no check; IDs start with C, CAL, E, ETF, G, H, LA, M, NC, P" in err and "C1-" not in err
 
 
 def test_list_runs_nothing(monkeypatch, capsys):

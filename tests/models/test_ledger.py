@@ -15,6 +15,7 @@ import pytest
 
 from engine.gradcheck import cases
 from models import gradients
+from models.beyond import TOPICS, Topic
 from models.ledger import (
     DIFFERS, FAIL, PASS, Check, Outcome, Row, at_most, row_dict, run_check, select,
 )
@@ -39,12 +40,22 @@ def test_the_g_rows_wrap_the_engine_cases_one_row_per_group():
     assert "(3, 2, 4, 5)" in flatten.description  # the case names are listed
 
 
-def test_the_ledger_is_the_g_rows_then_every_paper_in_registry_order():
+def test_the_ledger_is_the_g_rows_then_every_paper_then_every_topic_in_registry_order():
     ids = [c.id for c in all_checks()]
     expected = [c.id for c in gradients.checks()]
     for p in PAPERS:
         expected += [c.id for c in p.checks()]
-    assert ids == expected
+    for t in TOPICS:
+        expected += [c.id for c in t.checks()]
+    assert ids == expected and len(set(ids)) == len(ids)
+
+
+def test_topic_prefixes_are_distinct_from_the_papers_and_rows_keep_to_theirs(monkeypatch):
+    prefixes = [p.prefix for p in PAPERS] + [t.prefix for t in TOPICS] + ["G"]
+    assert len(set(prefixes)) == len(prefixes)
+    stray = Topic("LA", "nc_claims", "t", "s")  # the NC module's rows under the LA prefix
+    with pytest.raises(ValueError, match=r"are not the topic's prefix 'LA' followed by"):
+        stray.checks()
 
 
 def test_registry_entries_are_distinct_and_each_has_its_package_and_tests():
@@ -92,6 +103,10 @@ def test_select_by_prefix():
               Check("M1", "", lambda: None)]
     assert [c.id for c in select(checks, ["G-C", "M"])] == ["G-Conv2D", "M1"]
     assert len(select(checks, None)) == 3
+    family = [Check("E1", "", None), Check("E12", "", None), Check("ETF2", "", None)]
+    assert [c.id for c in select(family, ["E"])] == ["E1", "E12"]  # letters: a whole family
+    assert [c.id for c in select(family, ["ETF"])] == ["ETF2"]
+    assert [c.id for c in select(family, ["E1"])] == ["E1", "E12"]  # with a digit: a prefix
 
 
 def test_json_rows_have_the_documented_fields():
