@@ -3,6 +3,7 @@
     lastlayer verify [--only PREFIX ...] [--json PATH] [--list] [--wide] [--jobs N]   verify_cmd.py
     lastlayer train [--data NAME] [--hidden 128,128] [--epochs E] [--optimizer NAME] ...  train_cmd.py
     lastlayer reproduce PAPER [--quick] [--seeds N] [--out DIR]                        reproduce_cmd.py
+    lastlayer compare [--quick] [--seeds N] [--tasks T,...] [--out DIR]      reproduce_cmd.py, compare/
     lastlayer features CHECKPOINT [--data NAME] --out F.h5                            features_cmd.py
     lastlayer head fit FEATURES (--targets Y | --labels L) --loss {squared,ce} ... --out HEAD.h5
     lastlayer head eval HEAD.h5 FEATURES (--targets Y | --labels L)                    head_cli.py
@@ -71,10 +72,35 @@ COMMANDS = {
     "verify": lambda args: cmd_verify(args, console_for(), dump),
     "train": lambda args: cmd_train(args, console_for(), dump),
     "reproduce": lambda args: cmd_reproduce(args, console_for()),
+    "compare": lambda args: cmd_compare(args, console_for()),
     "head": lambda args: head_cli.cmd_head(args, dump, console_for),
     "features": lambda args: cmd_features(args, console_for()),
     "exercise": cmd_exercise,
 }
+
+
+def cmd_compare(args, console) -> int:
+    """``lastlayer compare``: the study of ``models.compare``, written like a reproduction."""
+    from .compare import study
+
+    args.experiment = "compare"
+
+    def run(stage, *, quick, seeds, quiet):
+        return study.run(stage, quick=quick, seeds=seeds, quiet=quiet, tasks=args.tasks)
+
+    return cmd_reproduce(args, console, run)
+
+
+def task_list(text: str) -> tuple[str, ...]:
+    """--tasks: comma-separated names of ``models.compare.study.TASKS``, each once."""
+    from .compare.study import TASKS
+
+    names = tuple(t.strip() for t in text.split(","))
+    bad = [t for t in names if t not in TASKS]
+    if bad or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct names from {','.join(TASKS)} separated by commas, got {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "full run, e.g. 10; fewer with --quick; intervals and tests from 3 seeds on)")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    cp = sub.add_parser(
+        "compare", help="every last-layer strategy on the same tasks, seeds and budgets",
+        description="Train every last-layer strategy (learned head, post-trained SGD / exact, "
+                    "fixed Hadamard, fixed simplex ETF, Layca, PoF after SAM; transfer: "
+                    "fine-tuning, ENTAME, LP-FT) on the same tasks, networks, budgets and "
+                    "seeds; measure each plain, temperature-scaled and with the last-layer "
+                    "Laplace; write results.h5, report.md (one table with 95 % intervals and "
+                    "Holm-corrected paired tests against the baseline) and fig_compare.png to "
+                    "--out, whole or not at all. Full: digits, mnist1d, mnist, 5 seeds "
+                    "(about 15 min on 2 cores); --quick: digits and mnist1d, 3 seeds (about "
+                    "1 min).")
+    cp.add_argument("--quick", action="store_true", help="digits and mnist1d, 3 seeds, "
+                    "shorter budgets (a smoke run that still has intervals and tests)")
+    cp.add_argument("--seeds", type=integer(1), help="number of seeds, >= 1 (default 5; 3 "
+                    "with --quick; intervals and tests from 3 seeds on)")
+    cp.add_argument("--tasks", type=task_list, help="comma-separated tasks from digits, "
+                    "mnist1d, mnist (default: all three; digits,mnist1d with --quick)")
+    cp.add_argument("--out", metavar="DIR", help="output folder (default runs/compare)")
+    cp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     f = sub.add_parser(
         "features", help="a trained network's penultimate features, for `head fit`",

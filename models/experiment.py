@@ -353,20 +353,22 @@ def paired(a, b) -> Paired:
     return Paired(mean, mean - half, mean + half, t_p, w_p, n)
 
 
-def mean_ci(values, digits: int = 3) -> str:
+def mean_ci(values, digits: int = 3, fmt: str | None = None) -> str:
     """'0.123 ± 0.004': the mean over seeds and the half-width of its 95 % t-interval; the
     mean alone below MIN_SEEDS seeds (the report says so: ``seeds_note``), and
     '0.123 (all 3 equal)' when the seeds agree exactly; 'not finite (1 of 3 seeds)' when
-    a value is NaN or infinite."""
+    a value is NaN or infinite. ``digits`` decimals, or the format ``fmt`` (e.g. ".3g" for
+    values that span decades) for both numbers."""
     import scipy.stats
 
+    fmt = fmt or f".{digits}f"
     v = np.asarray(values, dtype=np.float64)
     bad = int((~np.isfinite(v)).sum())
     if bad:
         return f"not finite ({bad} of {n_seeds(len(v))})"
     if len(v) < MIN_SEEDS:
-        return f"{v.mean():.{digits}f}"
+        return f"{v.mean():{fmt}}"
     if not np.any(v != v[0]):
-        return f"{v.mean():.{digits}f} (all {len(v)} equal)"
+        return f"{v.mean():{fmt}} (all {len(v)} equal)"
     half = float(scipy.stats.t.ppf(0.975, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return f"{v.mean():.{digits}f} ± {half:.{digits}f}"
+    return f"{v.mean():{fmt}} ± {half:{fmt}}"

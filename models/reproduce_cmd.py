@@ -1,4 +1,5 @@
-"""``lastlayer reproduce PAPER``: a paper's experiments into one results folder.
+"""``lastlayer reproduce PAPER``: a paper's experiments into one results folder (and
+``lastlayer compare``, whose study is written the same way).
 
 The folder (--out, default runs/PAPER) is written whole or not at all. The paper writes
 into a new hidden folder beside it (``.NAME.partial-*``); only when everything is written
@@ -53,7 +54,10 @@ def earlier_run(out: Path, experiment: str) -> dict | None:
     return manifest
 
 
-def cmd_reproduce(args, console) -> int:
+def cmd_reproduce(args, console, run=None) -> int:
+    """``run(stage, quick=, seeds=, quiet=)`` writes the run (default: the paper's
+    ``reproduce``); ``lastlayer compare`` passes its study."""
+    run = run or paper(args.experiment).reproduce
     given = args.out if args.out is not None else f"runs/{args.experiment}"
     files = Files()
     files.output_dir(given, "--out")
@@ -71,7 +75,7 @@ def cmd_reproduce(args, console) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        paper(args.experiment).reproduce(stage, quick=args.quick, seeds=args.seeds, quiet=args.quiet)
+        run(stage, quick=args.quick, seeds=args.seeds, quiet=args.quiet)
         written = sorted(p.name for p in stage.iterdir())
         meta = {"experiment": args.experiment, "quick": bool(args.quick),
                 "seeds": _seeds(stage / "results.h5"), "files": written, **provenance()}

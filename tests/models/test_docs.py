@@ -128,6 +128,8 @@ COMMANDS = {
     "lastlayer train --data toy --iterations 300 --save run.h5": RUN,
     "lastlayer train --resume run.h5 --iterations 600 --json run.json": RUN,
     "lastlayer train --epochs 500 --save run.h5 --save-every 1000": "10 500 iterations: 30 s",
+    "lastlayer compare --quick": "80 s (tests/models/test_compare.py runs the study small)",
+    "lastlayer compare --out runs/cmp": "the full study: about 15 min",
 }
 # Shell lines that are not `lastlayer` commands, and how each is checked.
 OTHERS = {

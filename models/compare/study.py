@@ -1,0 +1,130 @@
+"""The study of ``lastlayer compare``: every strategy of ``strategies`` on the same tasks,
+networks, budgets and seeds, measured by ``evaluate``; results.h5, report.md and
+fig_compare.png through ``models.experiment.reproduce``.
+
+Seed k draws, for every strategy alike, the body's initialisation and the mini-batches
+(streams ("init", k) and ("epoch", k) of the training loop), so that differences to the
+baseline are paired by seed. The validation rows of temperature scaling are the same for
+every strategy and seed (``strategies.split_validation``, split seed 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from engine.training.data import load
+
+from .. import experiment
+from . import report
+from .evaluate import HEAD_METRICS, METRICS, VARIANTS, measure
+from .strategies import (
+    LAM, STRATEGIES, TRANSFER, Budget, prepared, pretrain_source, run as run_strategy,
+    run_transfer, source_target, split_validation,
+)
+
+__all__ = ["Settings", "TASKS", "settings_for", "run"]
+
+TASKS = ("digits", "mnist1d", "mnist")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    tasks: tuple[str, ...]
+    seeds: int
+    budgets: tuple[tuple[str, Budget], ...]  # (task, budget) for every task of ``tasks``
+
+    def budget(self, task: str) -> Budget:
+        return dict(self.budgets)[task]
+
+
+FULL_BUDGETS = {"digits": Budget(2000, 200, 300), "mnist1d": Budget(2000, 200, 300),
+                "mnist": Budget(1000, 100, 200)}
+QUICK_BUDGETS = {"digits": Budget(600, 60, 100), "mnist1d": Budget(400, 40, 100),
+                 "mnist": Budget(200, 20, 50)}
+FULL_SEEDS, QUICK_SEEDS = 5, 3
+CHOSEN = ("temperature", "tau_w", "tau_b", "tau_val")  # what ``evaluate.measure`` chose
+
+
+def settings_for(quick: bool, seeds: int | None = None,
+                 tasks: tuple[str, ...] | None = None) -> Settings:
+    """The full study (digits, mnist1d and mnist; 5 seeds) or --quick (digits and mnist1d,
+    3 seeds, shorter budgets: a smoke run that still has intervals and tests)."""
+    if tasks is None:
+        tasks = ("digits", "mnist1d") if quick else TASKS
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"tasks: expected some of {', '.join(TASKS)}, got {', '.join(tasks)!r}")
+    budgets = QUICK_BUDGETS if quick else FULL_BUDGETS
+    return Settings(tuple(tasks), seeds or (QUICK_SEEDS if quick else FULL_SEEDS),
+                    tuple((t, budgets[t]) for t in tasks))
+
+
+def _empty(names, seeds) -> dict:
+    return {name: {v: {m: np.full(seeds, np.nan) for m in METRICS} for v in VARIANTS}
+            | {"head": {m: np.full(seeds, np.nan) for m in HEAD_METRICS}}
+            | {"chosen": {m: np.full(seeds, np.nan) for m in CHOSEN}}
+            for name in names}
+
+
+def _store(into: dict, k: int, measured: dict) -> None:
+    for group, values in measured.items():
+        for m, v in values.items():
+            into[group][m][k] = v
+
+
+def compute(s: Settings, steps: experiment.Steps) -> dict:
+    """{task: {"strategies": {name: {variant: {metric: (seeds,)}}}, "transfer": {...},
+    "updates": {name: int}}}."""
+    results = {}
+    for task in s.tasks:
+        data, x_val, y_val = split_validation(prepared(load(task)))
+        source, target = source_target(data)
+        budget = s.budget(task)
+        runs, transfer = _empty(STRATEGIES, s.seeds), _empty(TRANSFER, s.seeds)
+        updates = {}
+        for k in range(s.seeds):
+            learned = None
+            for name in STRATEGIES:
+                with steps.step(f"{task} seed {k}: {name}"):
+                    trained = run_strategy(name, data, k, budget, learned)
+                    if name == "learned":
+                        learned = trained
+                    _store(runs[name], k, measure(trained, x_val, y_val, LAM))
+                    updates[name] = trained.updates
+            with steps.step(f"{task} seed {k}: transfer"):
+                body = pretrain_source(source, k, budget)
+                x_tv, y_tv = _target_validation(data, x_val, y_val)
+                for name in TRANSFER:
+                    trained = run_transfer(name, body, target, k, budget)
+                    _store(transfer[name], k, measure(trained, x_tv, y_tv, LAM))
+                    updates[name] = trained.updates
+        results[task] = {"strategies": runs, "transfer": transfer, "updates": updates,
+                         "sizes": {"train": len(data.x_train), "validation": len(x_val),
+                                   "test": len(data.x_test), "target_train": len(target.x_train),
+                                   "target_test": len(target.x_test)}}
+    return results
+
+
+def _target_validation(data, x_val, y_val):
+    """The validation rows of the target classes (5-9, relabelled 0-4)."""
+    keep = y_val >= 5
+    return x_val[keep], y_val[keep] - 5
+
+
+def total_steps(s: Settings) -> int:
+    return len(s.tasks) * s.seeds * (len(STRATEGIES) + 1)
+
+
+def run(out: Path, *, quick: bool = False, seeds: int | None = None, quiet: bool = False,
+        tasks: tuple[str, ...] | None = None) -> Path:
+    """``lastlayer compare``: results.h5, report.md and fig_compare.png in ``out``."""
+    s = settings_for(quick, seeds, tasks)
+    return experiment.reproduce(
+        "compare", out, s, quick=quick, quiet=quiet, total=total_steps(s),
+        compute=lambda steps: compute(s, steps),
+        figures=lambda results, folder: report.figure(results, folder / "fig_compare.png"),
+        report=lambda results, seconds, attrs: report.markdown(results, s, seconds, attrs),
+        stored=report.stored)
