@@ -19,13 +19,15 @@ import numpy as np
 from .. import experiment
 from ..experiment import MIN_SEEDS, Annotated, markdown_table, mean_ci, paired
 from .evaluate import ECE_BINS, HEAD_METRICS, VARIANTS
-from .strategies import LABELS, STRATEGIES, TRANSFER
+from .strategies import LABELS, STRATEGIES, TRANSFER, TRANSFER_CLASSES
 
 __all__ = ["holm", "comparisons", "stored", "markdown", "figure"]
 
 TESTED = ("error", "nll", "ece")
 VARIANT_LABELS = {"plain": "", "ts": " + TS", "laplace": " + Laplace (evidence)",
                   "laplace-val": " + Laplace (validation)"}
+VARIANT_NAMES = {"plain": "plain", "ts": "temperature-scaled", "laplace": "Laplace (evidence)",
+                 "laplace-val": "Laplace (validation)"}
 TABLES = (("strategies", STRATEGIES, "learned"), ("transfer", TRANSFER, "transfer-base"))
 
 
@@ -93,6 +95,20 @@ def _table(r: dict, names, n: int) -> str:
     return markdown_table(header, rows)
 
 
+def _collapsed(r: dict, names, n_classes: int) -> str:
+    """A sentence naming the runs whose test error is at chance level or worse (>= 100 (1 -
+    2 / C) %: training collapsed), kept in every mean and test; "" when there are none."""
+    limit = 100.0 * (1 - 2 / n_classes)
+    runs = [f"{name} seed {k} ({e:.0f} %)" for name in names
+            for k, e in enumerate(r[name]["plain"]["error"]) if e >= limit]
+    if not runs:
+        return ""
+    return (f"Runs that ended near chance level (test error >= {limit:.0f} %: the training "
+            f"collapsed, not tuned away): {', '.join(runs)}. They are kept in every mean, "
+            "interval and test, which they dominate; NC1 is undefined (not finite) where "
+            "every class has the same mean feature.")
+
+
 def _paired_table(r: dict, names, baseline: str, n: int) -> str:
     cmp = comparisons(r, names, baseline)
     header = ["strategy"]
@@ -145,6 +161,7 @@ def markdown(results: dict, s, seconds: float, attrs: dict) -> str:
                   f"TS), {sizes['test']} test rows; {b.iterations} updates per strategy "
                   f"(post-sgd: + {b.post} head-only; PoF: SAM for {b.iterations}, + {b.post} "
                   "PoF updates).", "", _table(r["strategies"], STRATEGIES, n), "",
+                  _collapsed(r["strategies"], STRATEGIES, sizes["classes"]), "",
                   "Paired differences to the learned head (strategy minus baseline):", "",
                   _paired_table(r["strategies"], STRATEGIES, "learned", n), "",
                   f"### {task}: transfer (classes 0-4 -> 5-9)", "",
@@ -152,46 +169,46 @@ def markdown(results: dict, s, seconds: float, attrs: dict) -> str:
                   f"rows; {b.transfer_steps} fine-tuning updates (LP-FT: + "
                   f"{r['updates']['lp-ft'] - b.transfer_steps} head-only first).", "",
                   _table(r["transfer"], TRANSFER, n), "",
+                  _collapsed(r["transfer"], TRANSFER, TRANSFER_CLASSES), "",
                   _paired_table(r["transfer"], TRANSFER, "transfer-base", n), ""]
     lines += ["![every strategy, every task](fig_compare.png)", ""]
     return "\n".join(lines)
 
 
 def figure(results: dict, path: Path) -> None:
-    """One figure: rows test error, NLL, ECE; a column per task; per strategy the mean and
-    95 % interval of each variant (plain, TS, the two Laplace priors) side by side."""
-    import scipy.stats
-
+    """One figure: rows test error, NLL, ECE; a column per task; per strategy and variant
+    (plain, TS, the two Laplace priors, side by side) every seed as a small dot and the
+    mean as a marker (the intervals are in the table: a run that collapsed would stretch
+    a t-interval over the whole axis, while its dot shows it for what it is)."""
     plt = experiment.pyplot()
     tasks = list(results)
     names = STRATEGIES + TRANSFER
-    fig, axes = plt.subplots(len(TESTED), len(tasks), figsize=(4.2 * len(tasks) + 1, 8.5),
+    fig, axes = plt.subplots(len(TESTED), len(tasks), figsize=(4.2 * len(tasks) + 1, 9),
                              squeeze=False, sharex=True)
-    markers = {"plain": "o", "ts": "s", "laplace": "^", "laplace-val": "v"}
+    styles = {"plain": ("o", "C0"), "ts": ("s", "C1"), "laplace": ("^", "C2"),
+              "laplace-val": ("v", "C3")}
     for j, task in enumerate(tasks):
         r = results[task]
         for i, m in enumerate(TESTED):
             ax = axes[i][j]
             for off, v in zip((-0.27, -0.09, 0.09, 0.27), VARIANTS):
-                xs, means, half = [], [], []
+                marker, color = styles[v]
                 for x, name in enumerate(names):
                     vals = r["transfer" if name in TRANSFER else "strategies"][name][v][m]
-                    xs.append(x + off + (0.6 if name in TRANSFER else 0.0))
-                    means.append(float(np.mean(vals)))
-                    k = len(vals)
-                    half.append(float(scipy.stats.t.ppf(0.975, k - 1) * np.std(vals, ddof=1)
-                                      / np.sqrt(k)) if k >= MIN_SEEDS else 0.0)
-                ax.errorbar(xs, means, yerr=half, fmt=markers[v], ms=4, capsize=2,
-                            label=v if (i, j) == (0, 0) else None)
+                    where = x + off + (0.6 if name in TRANSFER else 0.0)
+                    ax.plot(np.full(len(vals), where), vals, ".", color=color, ms=3, alpha=0.45)
+                    ax.plot([where], [float(np.mean(vals))], marker, color=color, ms=5,
+                            label=(VARIANT_NAMES[v] if (i, j, x) == (0, 0, 0) else None))
             ax.axvline(len(STRATEGIES) - 0.2, color="0.7", lw=0.8)
             ax.set_ylabel({"error": "test error (%)", "nll": "test NLL",
-                           "ece": "test ECE"}[m] if j == 0 else "")
+                           "ece": f"test ECE ({ECE_BINS} bins)"}[m] if j == 0 else "")
             if i == 0:
                 ax.set_title(f"{task} (right of the line: transfer)")
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xticks([x + (0.6 if n in TRANSFER else 0.0) for x, n in enumerate(names)])
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    fig.legend(loc="upper right", title="variant")
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    fig.legend(loc="lower center", ncol=4, fontsize=8, frameon=False,
+               title="large markers: the mean over seeds; dots: the seeds")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     experiment.save_figure(fig, path)

@@ -52,7 +52,7 @@ from ..papers.post_training.method import post_train
 
 __all__ = ["STRATEGIES", "TRANSFER", "LABELS", "Trained", "Budget", "network", "run",
            "run_transfer", "split_validation", "source_target", "pretrain_source", "prepared",
-           "head_features"]
+           "head_features", "TRANSFER_CLASSES"]
 
 STRATEGIES = ("learned", "post-sgd", "post-exact", "hadamard", "etf", "layca", "pof")
 TRANSFER = ("transfer-base", "mei+fn", "lp-ft")
@@ -70,6 +70,7 @@ LAM = 5e-5  # coupled L2 of every tensor, and the lam of the exact head's J
 SAM_RHO = 0.05
 TRANSFER_LR = 0.01
 TARGET_PER_CLASS = 20
+TRANSFER_CLASSES = 5  # source: classes 0-4; target: 5-9, relabelled 0-4
 VALIDATION_FRACTION = 0.1  # of the training set, held out for temperature scaling
 
 
@@ -201,15 +202,16 @@ def source_target(data: Dataset) -> tuple[Dataset, Dataset]:
     """The transfer tasks: classes 0-4 (all their rows) and classes 5-9 relabelled 0-4 (the
     first ``TARGET_PER_CLASS`` training rows of each class; every test row)."""
     def part(lo: int, per_class: int | None = None) -> Dataset:
-        tr = [np.flatnonzero(data.y_train == v)[:per_class] for v in range(lo, lo + 5)]
+        tr = [np.flatnonzero(data.y_train == v)[:per_class]
+              for v in range(lo, lo + TRANSFER_CLASSES)]
         tr = np.sort(np.concatenate(tr))
-        te = np.flatnonzero((data.y_test >= lo) & (data.y_test < lo + 5))
-        return dataclasses.replace(data, name=f"{data.name}[{lo}-{lo + 4}]",
+        te = np.flatnonzero((data.y_test >= lo) & (data.y_test < lo + TRANSFER_CLASSES))
+        return dataclasses.replace(data, name=f"{data.name}[{lo}-{lo + TRANSFER_CLASSES - 1}]",
                                    x_train=data.x_train[tr], y_train=data.y_train[tr] - lo,
                                    x_test=data.x_test[te], y_test=data.y_test[te] - lo,
-                                   n_classes=5)
+                                   n_classes=TRANSFER_CLASSES)
 
-    return part(0), part(5, TARGET_PER_CLASS)
+    return part(0), part(TRANSFER_CLASSES, TARGET_PER_CLASS)
 
 
 def pretrain_source(source: Dataset, seed: int, budget: Budget) -> Trained:

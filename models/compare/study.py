@@ -21,8 +21,8 @@ from .. import experiment
 from . import report
 from .evaluate import HEAD_METRICS, METRICS, VARIANTS, measure
 from .strategies import (
-    LAM, STRATEGIES, TRANSFER, Budget, prepared, pretrain_source, run as run_strategy,
-    run_transfer, source_target, split_validation,
+    LAM, STRATEGIES, TRANSFER, TRANSFER_CLASSES, Budget, prepared, pretrain_source,
+    run as run_strategy, run_transfer, source_target, split_validation,
 )
 
 __all__ = ["Settings", "TASKS", "settings_for", "run"]
@@ -102,7 +102,8 @@ def compute(s: Settings, steps: experiment.Steps) -> dict:
                     _store(transfer[name], k, measure(trained, x_tv, y_tv, LAM))
                     updates[name] = trained.updates
         results[task] = {"strategies": runs, "transfer": transfer, "updates": updates,
-                         "sizes": {"train": len(data.x_train), "validation": len(x_val),
+                         "sizes": {"classes": data.n_classes, "train": len(data.x_train),
+                                   "validation": len(x_val),
                                    "test": len(data.x_test), "target_train": len(target.x_train),
                                    "target_test": len(target.x_test)}}
     return results
@@ -110,8 +111,8 @@ def compute(s: Settings, steps: experiment.Steps) -> dict:
 
 def _target_validation(data, x_val, y_val):
     """The validation rows of the target classes (5-9, relabelled 0-4)."""
-    keep = y_val >= 5
-    return x_val[keep], y_val[keep] - 5
+    keep = y_val >= TRANSFER_CLASSES
+    return x_val[keep], y_val[keep] - TRANSFER_CLASSES
 
 
 def total_steps(s: Settings) -> int:
