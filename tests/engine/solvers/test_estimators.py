@@ -120,6 +120,19 @@ def test_dask_heads_equal_in_memory(data, files, cluster):
     assert max_diff(dask_soft.coef_, soft.coef_) < 1e-8
 
 
+def test_dask_evaluates_the_laplace_predictive_as_in_memory(data, files, cluster):
+    """The posterior is scattered to the workers once; their chunk sums (a pairwise tree)
+    equal the in-memory pass to rounding."""
+    x, _, labels = data
+    head = ExactSoftmaxHead(1e-3, laplace=True).fit(x, labels)
+    args = (head.coef_, head.intercept_, "ce", head.classes_)
+    local = evaluate_head(x, labels, *args, laplace=head.laplace_, chunk_rows=150)
+    dask = evaluate_head(str(files / "x.npy"), str(files / "f.h5:labels"), *args,
+                         laplace=head.laplace_, chunk_rows=150, scheduler=cluster)
+    assert dask.pop("laplace") == pytest.approx(local.pop("laplace"), rel=1e-13, abs=1e-15)
+    assert dask == pytest.approx(local, rel=1e-13, abs=1e-15)
+
+
 def test_workers_start_and_stop_a_local_cluster(data):
     x, y, _ = data
     head = ExactRidgeHead(1e-2, workers=2, chunk_rows=200).fit(x, y)
