@@ -128,6 +128,10 @@ COMMANDS = {
     "lastlayer train --data toy --iterations 300 --save run.h5": RUN,
     "lastlayer train --resume run.h5 --iterations 600 --json run.json": RUN,
     "lastlayer train --epochs 500 --save run.h5 --save-every 1000": "10 500 iterations: 30 s",
+    "lastlayer head fit cnn-features.h5:train/features --labels cnn-features.h5:train/labels "
+    "--loss ce --lam 1e-3 --bias --laplace --out head-laplace.h5": RUN,
+    "lastlayer head eval head-laplace.h5 cnn-features.h5:test/features --labels "
+    "cnn-features.h5:test/labels": RUN,
     "lastlayer compare --quick": "80 s (tests/models/test_compare.py runs the study small)",
     "lastlayer compare --out runs/cmp": "the full study: about 15 min",
 }
