@@ -137,8 +137,10 @@ class SimplexETFHead(Layer):
     seed: int = 0
 
     def __post_init__(self):
-        positive_int(self.d_in, "d_in")
-        positive_int(self.n_classes, "n_classes", minimum=2)
+        # NumPy integers are accepted (engine._checks) and kept as Python ints: the
+        # Hadamard path's log2 needs int.bit_length
+        object.__setattr__(self, "d_in", positive_int(self.d_in, "d_in"))
+        object.__setattr__(self, "n_classes", positive_int(self.n_classes, "n_classes", minimum=2))
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("learn_scale", "bias"):

@@ -100,6 +100,7 @@ __all__ = ["PROB_SUM_ATOL", "BINNINGS", "CalibrationWarning", "ReliabilityBins",
 # deviation moves NLL, Brier and ECE by no more than ~1e-6.
 PROB_SUM_ATOL = 1e-6
 BINNINGS = ("width", "mass")
+N_BINS_MAX = 100_000  # bins of a reliability table: beyond, a typo (1e9) would fill memory
 INPUTS = ("logits", "probs")
 STATUSES = ("minimum", "uniform", "flat", "max-iter")
 BLOCK_ENTRIES = 1 << 22  # rows are processed in blocks of ~4M entries (32 MB per temporary)
@@ -286,6 +287,9 @@ def ece(probs, labels, n_bins: int = 15, binning: str = "width") -> CalibrationE
     the edges, mean confidence, accuracy and count (a reliability diagram's data).
     """
     n_bins = positive_int(n_bins, "n_bins")
+    if n_bins > N_BINS_MAX:
+        raise ValueError(f"n_bins: expected an integer from 1 to {N_BINS_MAX} (the reliability "
+                         f"table has a row per bin), got {n_bins}")
     _choice(binning, "binning", BINNINGS)
     p = _probabilities(probs)
     y = _labels(labels, *p.shape)
@@ -501,4 +505,9 @@ def apply_temperature(logits, T) -> np.ndarray:
     if not is_real(T) or not float(T) > 0:
         raise ValueError(f"T: expected a real number > 0 (inf allowed), got {T!r}")
     z = _matrix(logits, "logits")
-    return z / float(T)
+    with np.errstate(over="ignore"):
+        out = z / float(T)
+    if not np.isfinite(out).all():
+        raise ValueError(f"T: expected a T > 0 for which z / T is finite; T = {float(T)!r} makes "
+                         f"the largest |logit| {float(np.abs(z).max()):.3g} overflow float64")
+    return out

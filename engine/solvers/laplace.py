@@ -264,8 +264,13 @@ class LastLayerLaplace:
         self.W, self.b = W.copy(), (b.copy() if bias else None)
         self.n_rows, self.n_classes, self.n_features = n, c, d
         self.n_params = c * q
-        obj = objective(W, b, phi, targets, 0.0, loss)
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge W: refused just below
+            obj = objective(W, b, phi, targets, 0.0, loss)
         self.sum_loss = n * float(obj.value)
+        if not np.isfinite(self.sum_loss) or not np.isfinite(obj.grad_W).all():
+            raise ValueError(f"W: the loss at theta* (W, b) is not finite (sum of losses "
+                             f"{self.sum_loss}; largest |W| {float(np.abs(W).max()):.3g}); "
+                             f"expected a head whose logits on Phi are finite")
         self._grad_sum = n * np.concatenate([obj.grad_W.ravel()] + ([obj.grad_b] if bias else []))
         if structure == "full":
             perm = engine_order(c, d, bias)
@@ -331,6 +336,12 @@ class LastLayerLaplace:
     def _inputs(self, phi_star):
         phi = _check_features(phi_star, self.n_features, "Phi_star")
         z = phi @ self.W.T + (0.0 if self.b is None else self.b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.einsum("ij,ij->i", phi, phi)  # phit^T Sigma phit needs ||phi||^2 finite
+        if not (np.isfinite(z).all() and np.isfinite(norms).all()):
+            raise ValueError(f"Phi_star: its logits or squared row norms overflow float64 "
+                             f"(largest |entry| {float(np.abs(phi).max()):.3g}); expected "
+                             f"features whose squared norms are finite: rescale them")
         return _augment(phi, self.b is not None), z
 
     def logit_moments(self, Phi_star, full: bool = True):
@@ -342,6 +353,8 @@ class LastLayerLaplace:
     def _log_predictive(self, phit, z, method: str, draws: int, seed: int) -> np.ndarray:
         if method not in PREDICTIVES:
             raise ValueError(f"method: expected one of {PREDICTIVES}, got {method!r}")
+        draws = positive_int(draws, "draws")  # checked whatever the method: a typo is an error
+        seed = positive_int(seed, "seed", 0)
         if method != "mc":
             if self.n_classes == 2:
                 cov = self._post.logit_covariance(phit)
@@ -351,8 +364,6 @@ class LastLayerLaplace:
             var = (self._post.logit_variance(phit) if method == "probit"
                    else self._post.logit_centred_variance(phit))
             return log_softmax(z / np.sqrt(1 + PROBIT_SCALE * var))
-        draws = positive_int(draws, "draws")
-        seed = positive_int(seed, "seed", 0)
         c = self.n_classes
         out = np.empty_like(z)
         rows = max(1, BLOCK_BYTES // (8 * draws * c))

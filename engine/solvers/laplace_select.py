@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import positive_int, real_number
+from .._checks import boolean, positive_int, real_number
 
 __all__ = ["EvidenceOptimum", "PriorSelection", "MODES", "maximize_evidence",
            "evidence_derivatives", "select_prior"]
@@ -188,6 +188,7 @@ def select_prior(Phi, targets, *, loss: str, lam: float, taus, tau_b: float | No
     from .ridge_cv import fold_edges
     from .softmax_regression import fit_softmax_regression
 
+    fit_bias = boolean(fit_bias, "fit_bias")
     phi = _float64(Phi, "Phi", 2)
     n = phi.shape[0]
     grid = _grid(taus)

@@ -96,6 +96,11 @@ from .sources import ArraySource, check_chunk, default_chunk_rows, open_source, 
 
 __all__ = ["NeuralCollapse", "neural_collapse", "merge_statistics", "between_pinv", "self_duality"]
 
+# Below this scale of differences (their squares ~1e-300, near float64's smallest normal
+# number 2.2e-308) the statistics lose digits: refused (rescaling is free: NC1-NC4 and the
+# CDNV are scale-invariant).
+TINY_SPREAD = 1e-150
+
 _EPS = np.finfo(np.float64).eps
 
 
@@ -425,6 +430,12 @@ def neural_collapse(features, labels, W=None, b=None, *, n_classes: int | None =
     if not (np.isfinite(scatter).all() and np.isfinite(m).all()):
         raise ValueError(f"features: the sums of squares overflow float64 (|phi| up to "
                          f"{np.abs(shift).max():.3g} in row 0); rescale the features")
+    spread = max(float(np.abs(m - m.mean(axis=0)).max()), float(np.sqrt(t.max() / n)))
+    if 0 < spread < TINY_SPREAD:  # squares of the differences underflow: digits are lost
+        raise ValueError(f"features: the class means and the spread around them are at most "
+                         f"{spread:.3g}, so their squares fall below float64's normal range and "
+                         f"lose digits; rescale the features (the metrics do not depend on "
+                         f"their scale)")
     weights = counts / n
     centre = weights @ m  # mu_G - s
     centred = m - centre  # rows mu_c - mu_G

@@ -316,3 +316,11 @@ def test_training_reads_the_state_and_never_changes_p():
     assert ts.net_state[-1]["P"] is ts0.net_state[-1]["P"]
     assert ts.params[-1]["scale"][0] != 1.0  # the scale is trained
     assert ts.history["test_accuracy"][-1] > 0.5
+
+
+def test_numpy_integers_are_taken_as_ints():
+    head = SimplexETFHead(np.int64(16), np.int32(4))
+    assert type(head.d_in) is int and type(head.n_classes) is int
+    assert head.resolved_method == "hadamard"  # the FWHT path needs int.bit_length
+    y, _ = head.forward({}, np.ones((2, 16)))
+    assert y.shape == (2, 4)

@@ -373,3 +373,15 @@ def test_a_minimiser_beyond_the_search_range_is_an_error(monkeypatch):
     monkeypatch.setattr(cal, "MAX_GAMMA", 8.0)
     with pytest.raises(ValueError, match="logits: the NLL keeps decreasing up to beta = 8"):
         cal.fit_temperature(z, np.zeros(1000, dtype=int))
+
+
+def test_an_absurd_bin_count_and_an_overflowing_temperature_are_refused():
+    p, y = np.full((5, 3), 1 / 3), np.zeros(5, dtype=np.int64)
+    limit = cal.N_BINS_MAX
+    with pytest.raises(ValueError, match=f"n_bins: expected an integer from 1 to {limit}"):
+        cal.ece(p, y, n_bins=10**9)  # before any table is built (it would fill the memory)
+    assert cal.ece(p, y, n_bins=limit).n_bins == limit
+    z = np.array([[1.0, -2.0], [0.5, 3.0]])
+    with pytest.raises(ValueError, match="T: expected a T > 0 for which z / T is finite"):
+        cal.apply_temperature(z, 1e-320)
+    assert np.array_equal(cal.apply_temperature(z, 0.5), 2 * z)

@@ -443,3 +443,20 @@ def test_kfac_gaussian_density_is_the_dense_one_for_a_rotated_factor():
     assert rel(post.gaussian_nll(phit, r), want) < 1e-12
     cov = post.logit_covariance(phit)
     assert rel(post.logit_centred_variance(phit), laplace_structures.centred_variance(cov)) < 1e-12
+
+
+def test_overflowing_inputs_and_a_non_finite_mode_are_refused_by_name():
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(3), 10)
+    phi = rng.standard_normal((30, 3)) + y[:, None]
+    la = LastLayerLaplace(0.3 * rng.standard_normal((3, 3)), np.zeros(3), phi, y, tau_w=1.0,
+                          tau_b=1.0)
+    p = la.predict_proba(phi * 1e100)  # large but finite: the moderated limit, not NaN
+    assert np.all(np.isfinite(p)) and np.allclose(p.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="Phi_star: its logits or squared row norms overflow"):
+        la.predict_proba(phi * 1e155)  # the squared norms overflow: was 1/3, 1/3, 1/3
+    with pytest.raises(ValueError, match="draws: expected an integer >= 1"):
+        la.predict_proba(phi, method="probit", draws=0)  # checked whatever the method
+    with pytest.raises(ValueError, match="W: the loss at theta"):
+        LastLayerLaplace(rng.standard_normal((3, 3)) * 1e160, np.zeros(3), phi, y, tau_w=1.0,
+                         tau_b=1.0)

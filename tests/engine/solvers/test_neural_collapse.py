@@ -393,3 +393,13 @@ def test_bad_chunk_rows_and_runner_are_refused(never_read):
     with pytest.raises(TypeError, match="runner: expected a LocalRunner or DaskRunner"):
         neural_collapse(x, y, runner="local")
     assert isinstance(LocalRunner(), LocalRunner)
+
+
+def test_features_whose_squares_underflow_are_refused_and_the_metrics_are_scale_free():
+    rng = np.random.default_rng(9)
+    y = np.repeat(np.arange(3), 20)
+    phi = rng.standard_normal((60, 4)) + 2.0 * y[:, None]
+    nc1 = neural_collapse(phi, y).nc1
+    assert neural_collapse(phi * 1e-140, y).nc1 == pytest.approx(nc1, rel=1e-12)
+    with pytest.raises(ValueError, match="fall below float64's normal range"):
+        neural_collapse(phi * 1e-155, y)  # NC1 was NaN there, NC2 and CDNV silently off
