@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "pipe or a log, one line per row as it completes.")
     verify.add_argument("--only", nargs="+", metavar="PREFIX", type=prefix,
                         help="run only the checks whose ID starts with one of these prefixes "
-                             "(e.g. G-Conv, M, C1)")
+                             "(e.g. G-Conv, M, C1); a prefix of letters only names a whole "
+                             "family: E is ENTAME's E1 .. E6, ETF the ETF rows, LA the Laplace's")
     verify.add_argument("--json", metavar="PATH",
                         help="also write the rows (whole descriptions) and timings to PATH")
     verify.add_argument("--list", action="store_true", help="list the selected checks, run none")

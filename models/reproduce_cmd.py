@@ -42,8 +42,8 @@ def earlier_run(out: Path, experiment: str) -> dict | None:
         manifest = json.loads((out / MANIFEST).read_text())
         files, wrote = set(manifest["files"]), manifest["experiment"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"--out {out}: the folder holds files that `lastlayer reproduce` did not "
-                         f"write (no readable {MANIFEST}); choose an empty or new folder") from None
+        raise UsageError(f"--out {out}: the folder holds files that lastlayer did not write (no "
+                         f"readable {MANIFEST}); choose an empty or new folder") from None
     if wrote != experiment:
         raise UsageError(f"--out {out}: holds a `lastlayer reproduce {wrote}` run (written "
                          f"{manifest.get('date', '?')}); give {experiment} its own --out")
@@ -80,6 +80,7 @@ def cmd_reproduce(args, console, run=None) -> int:
         meta = {"experiment": args.experiment, "quick": bool(args.quick),
                 "seeds": _seeds(stage / "results.h5"), "files": written, **provenance()}
         atomic_write_text(stage / MANIFEST, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it 0700: the mode mkdir would give
         _replace(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -92,6 +93,13 @@ def cmd_reproduce(args, console, run=None) -> int:
     console.print(f"{args.experiment}: {', '.join(written)} written to {given.rstrip('/')}/",
                   highlight=False)
     return 0
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _seeds(results: Path) -> int | None:

@@ -35,6 +35,7 @@ of the training features (Papyan et al. 2020; ``engine.solvers.neural_collapse``
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def measure(trained: Trained, x_val: np.ndarray, y_val: np.ndarray, lam: float) 
     temperature and the Laplace prior precisions} (module docstring). ``lam``: the L2
     coefficient of the head's training; the evidence search starts at tau_w = 2 N lam, the
     prior under which a head trained on J with lam is a mode, and tau_b = 1."""
-    from engine.solvers.calibration import apply_temperature, fit_temperature
+    from engine.solvers.calibration import CalibrationWarning, apply_temperature, fit_temperature
     from engine.solvers.laplace import LastLayerLaplace, tau_from_lam
     from engine.solvers.neural_collapse import neural_collapse
 
@@ -104,7 +105,9 @@ def measure(trained: Trained, x_val: np.ndarray, y_val: np.ndarray, lam: float) 
     y_tr, y_te = data.y_train, data.y_test
     z_te, z_va = phi_te @ W.T + b, phi_va @ W.T + b
     out: dict = {"plain": _scores(softmax(z_te), y_te)}
-    temp = fit_temperature(z_va, y_val)
+    with warnings.catch_warnings():  # T = inf (a collapsed run): kept in ``chosen``, and the
+        warnings.simplefilter("ignore", CalibrationWarning)  # report names collapsed runs
+        temp = fit_temperature(z_va, y_val)
     out["ts"] = _scores(softmax(apply_temperature(z_te, temp.T)), y_te)
     la = LastLayerLaplace(W, b, phi_tr, y_tr, loss="ce",
                           tau_w=tau_from_lam(lam, len(phi_tr)), tau_b=1.0)

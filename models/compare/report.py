@@ -18,16 +18,33 @@ import numpy as np
 
 from .. import experiment
 from ..experiment import MIN_SEEDS, Annotated, markdown_table, mean_ci, paired
-from .evaluate import ECE_BINS, HEAD_METRICS, VARIANTS
+from .evaluate import ECE_BINS, HEAD_METRICS, VAL_TAUS, VARIANTS
 from .strategies import LABELS, STRATEGIES, TRANSFER, TRANSFER_CLASSES
 
 __all__ = ["holm", "comparisons", "stored", "markdown", "figure"]
 
 TESTED = ("error", "nll", "ece")
+UNITS = {  # the attributes of every task's group in results.h5: what its numbers are
+    "error": "% of the test rows misclassified (paired differences: percentage points)",
+    "nll": "mean negative log-likelihood of the test labels (nats)",
+    "ece": f"expected calibration error, {ECE_BINS} equal-width confidence bins",
+    "brier": "sum over classes of (p - onehot)^2, mean over test rows (range [0, 2])",
+    "variants": "plain: softmax; ts: temperature-scaled (T on the validation rows); laplace: "
+                "Laplace probit predictive, priors by the evidence; laplace-val: one prior "
+                "tau on the validation rows",
+    "strategies_paired": "strategy minus learned, paired by seed, the same variant",
+    "transfer_paired": "strategy minus transfer-base, paired by seed, the same variant",
+    "values": "one per seed, seed k at index k",
+}
 VARIANT_LABELS = {"plain": "", "ts": " + TS", "laplace": " + Laplace (evidence)",
                   "laplace-val": " + Laplace (validation)"}
 VARIANT_NAMES = {"plain": "plain", "ts": "temperature-scaled", "laplace": "Laplace (evidence)",
                  "laplace-val": "Laplace (validation)"}
+FIGURE_LABELS = {"learned": "learned (baseline)", "post-sgd": "post-trained SGD",
+                 "post-exact": "post-trained exact", "hadamard": "fixed Hadamard",
+                 "etf": "fixed simplex ETF", "layca": "Layca", "pof": "PoF after SAM",
+                 "transfer-base": "fine-tuned (baseline)", "mei+fn": "ENTAME (MEI+FN)",
+                 "lp-ft": "LP-FT"}
 TABLES = (("strategies", STRATEGIES, "learned"), ("transfer", TRANSFER, "transfer-base"))
 
 
@@ -69,7 +86,7 @@ def stored(results: dict) -> dict:
                 f"{n}{'' if v == 'plain' else '+' + v}": {
                     m: _with_holm(t, p) for m, (t, p) in cmp[(n, v)].items()}
                 for n, v in cmp}
-        tree[task] = node
+        tree[task] = Annotated(node, UNITS | {"classes": int(r["sizes"]["classes"])})
     return tree
 
 
@@ -109,11 +126,33 @@ def _collapsed(r: dict, names, n_classes: int) -> str:
             "every class has the same mean feature.")
 
 
+def _at_grid_top(r: dict, names) -> str:
+    """A sentence counting the runs whose validation-chosen tau is the top of its grid (the
+    posterior then shrinks to the MAP head: "laplace-val" equals "plain"), "" if none."""
+    top = float(VAL_TAUS[-1])
+    runs = [(name, k) for name in names for k, t in enumerate(r[name]["chosen"]["tau_val"])
+            if t >= top]
+    if not runs:
+        return ""
+    total = sum(len(r[name]["chosen"]["tau_val"]) for name in names)
+    return (f"Laplace (validation): in {len(runs)} of {total} runs the chosen tau is the top "
+            f"of its grid ({top:g}), where the posterior has shrunk to the MAP head: those "
+            "runs' Laplace (validation) numbers are the plain head's.")
+
+
+def _notes(r: dict, names, n_classes: int) -> list[str]:
+    """The sentences under a table (collapsed runs; priors at the grid's top), each followed
+    by a blank line; nothing when there is nothing to say."""
+    return [line for text in (_collapsed(r, names, n_classes), _at_grid_top(r, names)) if text
+            for line in (text, "")]
+
+
 def _paired_table(r: dict, names, baseline: str, n: int) -> str:
     cmp = comparisons(r, names, baseline)
     header = ["strategy"]
     for m in TESTED:
-        header += [f"d {m}", "95 % CI", "Holm p"] if n >= MIN_SEEDS else [f"d {m}"]
+        name = "d error (points)" if m == "error" else f"d {m}"
+        header += [name, "95 % CI", "Holm p"] if n >= MIN_SEEDS else [name]
     rows, notes = [], {}
     for (name, v), tests in cmp.items():
         row = [LABELS[name] + VARIANT_LABELS[v]]
@@ -161,15 +200,18 @@ def markdown(results: dict, s, seconds: float, attrs: dict) -> str:
                   f"TS), {sizes['test']} test rows; {b.iterations} updates per strategy "
                   f"(post-sgd: + {b.post} head-only; PoF: SAM for {b.iterations}, + {b.post} "
                   "PoF updates).", "", _table(r["strategies"], STRATEGIES, n), "",
-                  _collapsed(r["strategies"], STRATEGIES, sizes["classes"]), "",
-                  "Paired differences to the learned head (strategy minus baseline):", "",
+                  *_notes(r["strategies"], STRATEGIES, sizes["classes"]),
+                  "Paired differences to the learned head (strategy minus baseline, the same "
+                  "variant):", "",
                   _paired_table(r["strategies"], STRATEGIES, "learned", n), "",
                   f"### {task}: transfer (classes 0-4 -> 5-9)", "",
                   f"Target: {sizes['target_train']} training rows, {sizes['target_test']} test "
                   f"rows; {b.transfer_steps} fine-tuning updates (LP-FT: + "
                   f"{r['updates']['lp-ft'] - b.transfer_steps} head-only first).", "",
                   _table(r["transfer"], TRANSFER, n), "",
-                  _collapsed(r["transfer"], TRANSFER, TRANSFER_CLASSES), "",
+                  *_notes(r["transfer"], TRANSFER, TRANSFER_CLASSES),
+                  "Paired differences to fine-tuning with a He head (strategy minus baseline, "
+                  "the same variant):", "",
                   _paired_table(r["transfer"], TRANSFER, "transfer-base", n), ""]
     lines += ["![every strategy, every task](fig_compare.png)", ""]
     return "\n".join(lines)
@@ -207,7 +249,8 @@ def figure(results: dict, path: Path) -> None:
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xticks([x + (0.6 if n in TRANSFER else 0.0) for x, n in enumerate(names)])
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+        ax.set_xticklabels([FIGURE_LABELS[n] for n in names], rotation=60, ha="right",
+                           fontsize=8)
     fig.legend(loc="lower center", ncol=4, fontsize=8, frameon=False,
                title="large markers: the mean over seeds; dots: the seeds")
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -62,17 +62,23 @@ def settings_for(quick: bool, seeds: int | None = None,
                     tuple((t, budgets[t]) for t in tasks))
 
 
-def _empty(names, seeds) -> dict:
-    return {name: {v: {m: np.full(seeds, np.nan) for m in METRICS} for v in VARIANTS}
-            | {"head": {m: np.full(seeds, np.nan) for m in HEAD_METRICS}}
-            | {"chosen": {m: np.full(seeds, np.nan) for m in CHOSEN}}
+def _empty(names) -> dict:
+    """Per name, variant (and "head", "chosen") and metric: a list, one value per seed done
+    (grown seed by seed: nothing is allocated for seeds that never run)."""
+    return {name: {v: {m: [] for m in METRICS} for v in VARIANTS}
+            | {"head": {m: [] for m in HEAD_METRICS}} | {"chosen": {m: [] for m in CHOSEN}}
             for name in names}
 
 
-def _store(into: dict, k: int, measured: dict) -> None:
+def _store(into: dict, measured: dict) -> None:
     for group, values in measured.items():
         for m, v in values.items():
-            into[group][m][k] = v
+            into[group][m].append(v)
+
+
+def _arrays(runs: dict) -> dict:
+    return {name: {group: {m: np.asarray(v, dtype=np.float64) for m, v in values.items()}
+                   for group, values in groups.items()} for name, groups in runs.items()}
 
 
 def compute(s: Settings, steps: experiment.Steps) -> dict:
@@ -83,7 +89,7 @@ def compute(s: Settings, steps: experiment.Steps) -> dict:
         data, x_val, y_val = split_validation(prepared(load(task)))
         source, target = source_target(data)
         budget = s.budget(task)
-        runs, transfer = _empty(STRATEGIES, s.seeds), _empty(TRANSFER, s.seeds)
+        runs, transfer = _empty(STRATEGIES), _empty(TRANSFER)
         updates = {}
         for k in range(s.seeds):
             learned = None
@@ -92,16 +98,17 @@ def compute(s: Settings, steps: experiment.Steps) -> dict:
                     trained = run_strategy(name, data, k, budget, learned)
                     if name == "learned":
                         learned = trained
-                    _store(runs[name], k, measure(trained, x_val, y_val, LAM))
+                    _store(runs[name], measure(trained, x_val, y_val, LAM))
                     updates[name] = trained.updates
             with steps.step(f"{task} seed {k}: transfer"):
                 body = pretrain_source(source, k, budget)
                 x_tv, y_tv = _target_validation(data, x_val, y_val)
                 for name in TRANSFER:
                     trained = run_transfer(name, body, target, k, budget)
-                    _store(transfer[name], k, measure(trained, x_tv, y_tv, LAM))
+                    _store(transfer[name], measure(trained, x_tv, y_tv, LAM))
                     updates[name] = trained.updates
-        results[task] = {"strategies": runs, "transfer": transfer, "updates": updates,
+        results[task] = {"strategies": _arrays(runs), "transfer": _arrays(transfer),
+                         "updates": updates,
                          "sizes": {"classes": data.n_classes, "train": len(data.x_train),
                                    "validation": len(x_val),
                                    "test": len(data.x_test), "target_train": len(target.x_train),

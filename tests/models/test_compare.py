@@ -4,6 +4,8 @@ and a whole (tiny) study through the command line, twice: the same numbers."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 
 import h5py
 import numpy as np
@@ -71,12 +73,16 @@ def test_a_tiny_study_writes_table_figure_and_results_and_repeats_exactly(tmp_pa
                  str(alone)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "fig_compare.png", "lastlayer-run.json", "report.md", "results.h5"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0700
     text = (out / "report.md").read_text()
     for label in strategies.LABELS.values():
         assert label in text
     assert "Holm p" in text and "nan" not in text
     with h5py.File(out / "results.h5") as f, h5py.File(alone / "results.h5") as g:
         assert f.attrs["experiment"] == "compare"
+        assert "percentage points" in f["digits"].attrs["error"]  # the file says its units
         err = f["digits/strategies/learned/plain/error"][()]
         assert err.shape == (study.QUICK_SEEDS,) and np.all(np.isfinite(err))
         for table, names in (("strategies", strategies.STRATEGIES),
