@@ -132,6 +132,8 @@ COMMANDS = {
     "--loss ce --lam 1e-3 --bias --laplace --out head-laplace.h5": RUN,
     "lastlayer head eval head-laplace.h5 cnn-features.h5:test/features --labels "
     "cnn-features.h5:test/labels": RUN,
+    "lastlayer verify --only NC LA CAL": "10 s of rows that tests/models/test_beyond_*.py run "
+                                         "one by one",
     "lastlayer compare --quick": "80 s (tests/models/test_compare.py runs the study small)",
     "lastlayer compare --out runs/cmp": "the full study: about 15 min",
 }
