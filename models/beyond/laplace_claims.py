@@ -20,66 +20,14 @@ from engine.solvers.softmax_regression import fit_softmax_regression
 from engine.streams import stream
 
 from ..ledger import DIFFERS, FAIL, Check, Outcome, at_most
+from .laplace_reference import (
+    _ce_head, _class_major, _classes, _explicit_precision, _jacobian, _rel, _softmax_hessian,
+)
 
 TOL = 1e-10  # float64 rounding through inverses of matrices with condition numbers < 1e4
 MC_DRAWS = 20_000  # LA4: per test row
 MC_Z = 4.5  # LA4: |MC - exact| <= 4.5 standard errors; P(any of 20 rows beyond) < 1.4e-4
 GH_NODES = 150  # LA4: Gauss-Hermite nodes (within 5e-9 of scipy's adaptive quad here)
-
-
-def _rel(a, b) -> float:
-    return float(np.abs(np.asarray(a) - b).max() / max(np.abs(b).max(), np.finfo(float).tiny))
-
-
-def _classes(counter: int, n: int, d: int, c: int, sep: float):
-    """Gaussian classes: means sep * N(0, I_d), unit noise; every class present."""
-    rng = stream(0, "beyond-data", counter)
-    mu = sep * rng.standard_normal((c, d))
-    y = rng.integers(0, c, n)
-    y[:c] = np.arange(c)
-    return mu[y] + rng.standard_normal((n, d)), y
-
-
-def _jacobian(x, c: int, bias: bool) -> np.ndarray:
-    """dz/dtheta (C, P) of one input x (d,), the engine's order, entry by entry."""
-    d = len(x)
-    j = np.zeros((c, c * d + (c if bias else 0)))
-    for k in range(c):
-        j[k, k * d:(k + 1) * d] = x
-        if bias:
-            j[k, c * d + k] = 1.0
-    return j
-
-
-def _softmax_hessian(z) -> np.ndarray:
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    return np.diag(p) - np.outer(p, p)
-
-
-def _prior(c: int, d: int, tau_w: float, tau_b: float | None) -> np.ndarray:
-    return np.array([tau_w] * (c * d) + ([tau_b] * c if tau_b is not None else []))
-
-
-def _explicit_precision(W, b, phi, tau_w, tau_b) -> np.ndarray:
-    """sum_i J_i^T A_i J_i + P0 with the explicit Jacobians (CE)."""
-    c = W.shape[0]
-    lam = np.diag(_prior(c, W.shape[1], tau_w, tau_b))
-    for x in phi:
-        j = _jacobian(x, c, b is not None)
-        lam += j.T @ _softmax_hessian(W @ x + (0.0 if b is None else b)) @ j
-    return lam
-
-
-def _class_major(c: int, d: int) -> np.ndarray:
-    """The engine's index of parameter (class k, j <= d), j = d the bias: (C (d + 1),)."""
-    return np.array([k * d + j if j < d else c * d + k for k in range(c) for j in range(d + 1)])
-
-
-def _ce_head(counter, n, d, c, sep, lam):
-    x, y = _classes(counter, n, d, c, sep)
-    sol = fit_softmax_regression(x, y, lam, n_classes=c)
-    return x, y, sol.W, sol.b
 
 
 # ---- LA1: the full posterior ------------------------------------------------------------

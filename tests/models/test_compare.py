@@ -67,6 +67,9 @@ def test_a_tiny_study_writes_table_figure_and_results_and_repeats_exactly(tmp_pa
     """Three seeds, then seed 0 alone: seed k's numbers do not depend on how many seeds run
     (every draw comes from streams keyed by the seed), so they must agree bit for bit."""
     monkeypatch.setitem(study.QUICK_BUDGETS, "digits", TINY)
+    grid = np.logspace(-2, 7, 4)  # the validation grid's resolution is not under test here
+    monkeypatch.setattr(evaluate, "VAL_TAUS", grid)
+    monkeypatch.setattr(report, "VAL_TAUS", grid)
     out, alone = tmp_path / "a", tmp_path / "b"
     assert main(["compare", "--quick", "--tasks", "digits", "--quiet", "--out", str(out)]) == 0
     assert main(["compare", "--quick", "--tasks", "digits", "--seeds", "1", "--quiet", "--out",

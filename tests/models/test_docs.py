@@ -129,9 +129,10 @@ COMMANDS = {
     "lastlayer train --resume run.h5 --iterations 600 --json run.json": RUN,
     "lastlayer train --epochs 500 --save run.h5 --save-every 1000": "10 500 iterations: 30 s",
     "lastlayer head fit cnn-features.h5:train/features --labels cnn-features.h5:train/labels "
-    "--loss ce --lam 1e-3 --bias --laplace --out head-laplace.h5": RUN,
+    "--loss ce --lam 1e-3 --bias --laplace --out head-laplace.h5":
+        "10 s (tests/models/test_head_laplace.py runs --laplace fit and eval on small features)",
     "lastlayer head eval head-laplace.h5 cnn-features.h5:test/features --labels "
-    "cnn-features.h5:test/labels": RUN,
+    "cnn-features.h5:test/labels": "needs head-laplace.h5 of the 10 s fit above",
     "lastlayer verify --only NC LA CAL": "10 s of rows that tests/models/test_beyond_*.py run "
                                          "one by one",
     "lastlayer compare --quick": "80 s (tests/models/test_compare.py runs the study small)",

@@ -81,7 +81,7 @@ def test_bad_train_flags(args, fragments, tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--only", ""], ["--only", "non-empty ID prefix"]),
-    (["--only", "Z9"], ["selects no check; IDs start with C, E, G, H, M, P"]),
+    (["--only", "Z9"], ["selects no check; IDs start with C, CAL, E, ETF, G, H, LA, M, NC, P"]),
     (["--jobs", "0"], ["--jobs", "expected an integer >= 1"]),
     (["--json", "."], ["--json .", "is a directory"]),
 ])

@@ -39,12 +39,27 @@ def random_params(layer, rng):
     return params
 
 
+def sylvester_columns(d: int, cols) -> np.ndarray:
+    """Columns ``cols`` of the Sylvester-Hadamard matrix H_d by its closed form
+    H[i, j] = (-1)^(popcount(i & j)) (d x len(cols); scipy's hadamard(d) would build all d^2
+    entries: 2 GB at d = 16384)."""
+    i, j = np.arange(d)[:, None], np.asarray(list(cols))[None, :]
+    parity = np.zeros((d, j.shape[1]), dtype=np.int64)
+    for bit in range(max(1, int(d - 1).bit_length())):
+        parity ^= (i >> bit) & (j >> bit) & 1
+    return 1.0 - 2.0 * parity
+
+
+def test_the_closed_form_columns_are_scipys_hadamard():
+    np.testing.assert_array_equal(sylvester_columns(64, range(64)), scipy.linalg.hadamard(64))
+
+
 def explicit_w(layer, state):
     """W (C, d) from the definition, sqrt(C/(C-1)) (I - 1 1^T/C) P^T, with an explicit P:
     scipy's Hadamard matrix (columns 1 .. C, / sqrt(d)) or the state's."""
     c = layer.n_classes
     if layer.resolved_method == "hadamard":
-        p = scipy.linalg.hadamard(layer.d_in)[:, 1:c + 1] / math.sqrt(layer.d_in)
+        p = sylvester_columns(layer.d_in, range(1, c + 1)) / math.sqrt(layer.d_in)
     else:
         p = state["P"]
     return math.sqrt(c / (c - 1)) * (np.eye(c) - 1 / c) @ p.T
