@@ -1,9 +1,9 @@
 """The CNNs' conv path on the CPU: the compiled max pooling and im2col / col2im
-(kernels.pool, kernels.im2col) against the array formulation the device path runs
-(engine.layers.conv) and a memory floor (one np.copy of the input), in one run, with the
-load printed. Shapes: the image sections' first and second blocks (28x28 MNIST, 8 and 16
-channels) at the eval chunk's 500 rows and the fine-tuning batch of 256, float32.
-Correctness first: the kernel's outputs equal the array formulation's."""
+(lastlayer.kernels.pool, lastlayer.kernels.im2col) against the array formulation the device
+path runs (lastlayer.engine.layers.conv) and a memory floor (one np.copy of the input), in
+one run, with the load printed. Shapes: the image sections' first and second blocks (28x28
+MNIST, 8 and 16 channels) at the eval chunk's 500 rows and the fine-tuning batch of 256,
+float32. Correctness first: the kernel's outputs equal the array formulation's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from engine.layers.conv import pool_backward_arrays, pool_forward_arrays
-from kernels import col2im, im2col, maxpool2d, maxpool2d_backward
+from lastlayer.engine.layers.conv import pool_backward_arrays, pool_forward_arrays
+from lastlayer.kernels import col2im, im2col, maxpool2d, maxpool2d_backward
 
 from .conftest import REPORT, interleaved_times
 

@@ -11,12 +11,12 @@ import os
 import numpy as np
 import pytest
 
-from engine import HadamardHead
+from lastlayer.engine import HadamardHead
 
 from .conftest import REPORT, interleaved_times
 
 BATCH = 256
-# around the cost model's crossover C N = 3 n (engine.layers.fixed_heads.AUTO_DENSE_FACTOR)
+# around the cost model's crossover C N = 3 n (lastlayer.engine.layers.fixed_heads.AUTO_DENSE_FACTOR)
 SHAPES = [(64, 2), (64, 10), (1024, 2), (1024, 4), (1024, 16), (4096, 8), (16384, 2), (16384, 8),
           (2048, 1000), (8192, 1000)]
 

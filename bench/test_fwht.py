@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from numba import njit, prange
 
-from kernels.fwht_cpu import fwht_inplace
-from kernels.fwht_reference import fwht_reference
-from kernels.hadamard import dense_hadamard
+from lastlayer.kernels.fwht_cpu import fwht_inplace
+from lastlayer.kernels.fwht_reference import fwht_reference
+from lastlayer.kernels.hadamard import dense_hadamard
 
 from .conftest import REPORT, interleaved_times
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.fwht import fwht
-from kernels.hadamard import dense_hadamard
-from kernels.layca import layca_update_many
-from kernels.layca_reference import layca_reference
+from lastlayer.kernels.fwht import fwht
+from lastlayer.kernels.hadamard import dense_hadamard
+from lastlayer.kernels.layca import layca_update_many
+from lastlayer.kernels.layca_reference import layca_reference
 from tests.kernels.cuda_env import skip_without_gpu
 
 from .conftest import REPORT

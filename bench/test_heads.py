@@ -1,5 +1,5 @@
-"""Exact heads on user features (engine.solvers.estimators) against scikit-learn, same run,
-correctness first.
+"""Exact heads on user features (lastlayer.engine.solvers.estimators) against scikit-learn,
+same run, correctness first.
 
 * Ridge, 5-fold CV over 20 lambdas, N = 200 000, d = 512, C = 10, float64: ours streamed
   from an HDF5 file (one pass for all folds and lambdas) against scikit-learn's RidgeCV on
@@ -30,8 +30,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 from sklearn.model_selection import KFold
 
-from engine.solvers.curvature import objective
-from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+from lastlayer.engine.solvers.exact.curvature import objective
+from lastlayer.engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
 
 from .conftest import REPORT
 

@@ -1,6 +1,6 @@
-"""The last-layer Laplace (engine.solvers.laplace) at C = 1000 classes, d = 512 features
-(laplace-torch issue #138: the explicit Jacobian phi^T (x) I took 10-20 GB and ~10 s a
-sample at 3 100 classes), correctness first.
+"""The last-layer Laplace (lastlayer.engine.solvers.laplace.posterior) at C = 1000 classes,
+d = 512 features (laplace-torch issue #138: the explicit Jacobian phi^T (x) I took 10-20 GB
+and ~10 s a sample at 3 100 classes), correctness first.
 
 * Correctness at a small size: "kfac" against the dense inverse of its own precision,
   "kron" against "full" (squared loss).
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.solvers.laplace import LastLayerLaplace, tau_from_lam
-from engine.solvers.ridge import ridge
-from engine.solvers.softmax_regression import fit_softmax_regression
+from lastlayer.engine.solvers.laplace.posterior import LastLayerLaplace, tau_from_lam
+from lastlayer.engine.solvers.exact.ridge import ridge
+from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
 
 from .conftest import REPORT
 

@@ -1,4 +1,4 @@
-"""Fused Layca update (kernels.layca, Numba CPU) against the unfused NumPy reference and a
+"""Fused Layca update (lastlayer.kernels.layca, Numba CPU) against the unfused NumPy reference and a
 memory floor measured in the same run.
 
 Cases, all float32:
@@ -35,10 +35,10 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from engine import optim
-from engine.optim import layca
-from kernels.layca import layca_update, layca_update_many
-from kernels.layca_reference import layca_reference
+from lastlayer.engine import optim
+from lastlayer.engine.optim import layca
+from lastlayer.kernels.layca import layca_update, layca_update_many
+from lastlayer.kernels.layca_reference import layca_reference
 
 from .conftest import REPORT, interleaved_times
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import Dense, Network, ReLU, softmax_cross_entropy
+from lastlayer.engine import Dense, Network, ReLU, softmax_cross_entropy
 
 from .conftest import REPORT, interleaved_times
 

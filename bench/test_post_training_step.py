@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Dense, Network, ReLU, optim, softmax_cross_entropy
-from engine.training import Dataset
-from engine.training.data import digits
-from models.papers.post_training import protocol
-from models.papers.post_training.method import features
+from lastlayer.engine import Dense, Network, ReLU, optim, softmax_cross_entropy
+from lastlayer.engine.training import Dataset
+from lastlayer.engine.training.data import digits
+from lastlayer.models.papers.post_training import protocol
+from lastlayer.models.papers.post_training.method import features
 
 from .conftest import REPORT, interleaved_times
 

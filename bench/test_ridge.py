@@ -1,4 +1,5 @@
-"""Closed-form ridge (engine.ridge.ridge), float64, against scikit-learn's Cholesky solver.
+"""Closed-form ridge (lastlayer.engine.solvers.exact.ridge.ridge), float64, against
+scikit-learn's Cholesky solver.
 
 J(W) = (1/N) ||Phi W^T - Y||_F^2 + lam ||W||_F^2, so W^T = (Phi^T Phi + N lam I)^-1 Phi^T Y.
 scikit-learn's ``Ridge`` minimises the *summed* squared error + alpha ||w||^2: the same
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from engine.solvers.ridge import ridge, ridge_gradient
+from lastlayer.engine.solvers.exact.ridge import ridge, ridge_gradient
 
 from .conftest import REPORT, interleaved_times
 

@@ -4,7 +4,7 @@ accuracy. Also reports the throughput in training samples per second."""
 
 from __future__ import annotations
 
-from models.train_run import TrainConfig, run
+from lastlayer.models.cli.train import TrainConfig, run
 
 from .conftest import REPORT
 

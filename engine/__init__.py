@@ -1,7 +1,7 @@
 """lastlayer's engine: reusable mechanisms with hand-written derivatives, grouped by concern.
 
 * ``layers``: layers with explicit forward and backward passes (protocol in
-  ``engine.layers.base``), the fixed Hadamard / orthogonal heads, weight initialisers;
+  ``lastlayer.engine.layers.base``), the fixed Hadamard / orthogonal heads, weight initialisers;
 * ``losses``: losses returning (value, gradient); ``network``: a stack of layers that
   splits into a feature extractor and a head;
 * ``optim``: optimizers as (init, update) pairs, schedules, tree algebra, Layca;
@@ -11,7 +11,7 @@
 * ``streams``: named, counter-based random streams; ``backend``: NumPy or CuPy.
 
 No autodiff: every layer has an explicit forward and backward pass. Arrays are NumPy or
-CuPy; the engine takes its array module from its inputs (``engine.backend``) and contains
+CuPy; the engine takes its array module from its inputs (``lastlayer.engine.backend``) and contains
 no device-specific code. Imports point down: ``engine`` imports ``kernels``, never
 ``models``.
 """

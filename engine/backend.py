@@ -6,10 +6,10 @@ array namespace of its inputs and allocates its outputs there::
     xp = array_module(x, W)        # numpy, or cupy if x and W are CuPy arrays
     y = xp.zeros_like(x)
 
-CuPy is imported lazily: if it has not been imported by someone else, no array can be a
-CuPy array, so ``array_module`` returns NumPy without touching CuPy at all. This keeps
-``import engine`` fast and free of GPU dependencies. What counts as a CuPy array is decided
-in one place for the engine and the kernels: ``kernels.device.is_cupy_array``.
+CuPy is imported lazily: if it has not been imported by someone else, no array can be a CuPy
+array, so ``array_module`` returns NumPy without touching CuPy at all. This keeps ``import
+lastlayer.engine`` fast and free of GPU dependencies. What counts as a CuPy array is decided
+in one place for the engine and the kernels: ``lastlayer.kernels.device.is_cupy_array``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.device import is_cupy_array
+from lastlayer.kernels.device import is_cupy_array
 
 __all__ = ["array_module", "is_cupy_array", "to_numpy", "to_device"]
 
@@ -42,7 +42,7 @@ def array_module(*arrays: Any) -> ModuleType:
     if kinds == {True, False}:
         raise TypeError(
             "arrays live on different devices (NumPy and CuPy mixed); "
-            "move them with engine.backend.to_device first"
+            "move them with lastlayer.engine.backend.to_device first"
         )
     return np
 

@@ -69,7 +69,7 @@ def thread_limits(flops_per_call: float = 0.0, *, threads: int | None = None):
     numbers never depend on the machine). Yields the count."""
     from threadpoolctl import threadpool_limits
 
-    from kernels.threads import numba_threads
+    from lastlayer.kernels.threads import numba_threads
 
     exact = threads is not None
     n = int(threads) if exact else threads_for(flops_per_call)

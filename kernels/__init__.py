@@ -1,14 +1,15 @@
 """Compiled hot loops (Numba on the CPU, Numba-CUDA on CuPy arrays), each beside a plain
 NumPy reference. This package imports only numpy and numba, never ``engine``.
 
-* ``fwht(x, normalized=False, out=None)``: fast Walsh-Hadamard transform (``kernels.fwht``).
+* ``fwht(x, normalized=False, out=None)``: fast Walsh-Hadamard transform
+  (``lastlayer.kernels.fwht``).
 * ``layca_update`` / ``layca_update_many``: the fused Layca step of one or many tensors
-  (``kernels.layca``), two passes over memory.
-* ``maxpool2d`` / ``maxpool2d_backward``: max pooling in one pass (``kernels.pool``).
-* ``im2col`` / ``col2im``: the convolution's window copies (``kernels.im2col``).
+  (``lastlayer.kernels.layca``), two passes over memory.
+* ``maxpool2d`` / ``maxpool2d_backward``: max pooling in one pass (``lastlayer.kernels.pool``).
+* ``im2col`` / ``col2im``: the convolution's window copies (``lastlayer.kernels.im2col``).
 
 Numba's cache of the compiled kernels lives in a per-user folder, never inside the
-installed package (``kernels.numba_cache``).
+installed package (``lastlayer.kernels.numba_cache``).
 """
 
 from .numba_cache import cache_directory

@@ -9,7 +9,7 @@
 * ``cupy_stream()``: CuPy's current stream as a Numba stream, so that kernels launched on
   it run in order with CuPy's own work.
 
-``engine.backend`` uses ``is_cupy_array`` too, so the engine and the kernels agree on
+``lastlayer.engine.backend`` uses ``is_cupy_array`` too, so the engine and the kernels agree on
 what a device array is.
 """
 
@@ -41,7 +41,7 @@ def is_device_array(x: Any) -> bool:
 
 @functools.cache  # an exception is not cached: a later call asks again
 def require_cuda(who: str) -> None:
-    """Raise a RuntimeError naming ``who`` (e.g. "kernels.fwht_cuda") unless a CUDA GPU
+    """Raise a RuntimeError naming ``who`` (e.g. "lastlayer.kernels.fwht_cuda") unless a CUDA GPU
     with a working driver, or Numba's CUDA simulator, can run the kernels."""
     from numba import cuda
 

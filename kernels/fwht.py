@@ -1,7 +1,7 @@
 """``fwht``: the fast Walsh-Hadamard transform, on NumPy (Numba) or CuPy (Numba-CUDA) arrays.
 
 Convention: ``fwht(x)`` is the **unnormalised** transform y = H_n x over the last axis, with
-H_n the Sylvester-Hadamard matrix, H[i, j] = (-1)^popcount(i & j) (``kernels.hadamard``).
+H_n the Sylvester-Hadamard matrix, H[i, j] = (-1)^popcount(i & j) (``lastlayer.kernels.hadamard``).
 It is its own inverse up to a factor n: fwht(fwht(x)) = n x. With ``normalized=True`` the
 result is divided by sqrt(n): the transform is then orthonormal and self-inverse.
 For +-1 (or any small-integer) inputs every intermediate value is an integer, so the

@@ -2,7 +2,7 @@
 parallel.
 
 Each butterfly level with stride h maps the pairs (x[j], x[j + h]) to their sum and
-difference. Every level runs on SIMD vectors of one cache line (``kernels.simd``: 16
+difference. Every level runs on SIMD vectors of one cache line (``lastlayer.kernels.simd``: 16
 float32 or 8 float64 lanes; the generated code is vector shuffles, multiply-adds, adds and
 subtracts only), and levels are fused so that data is read from memory about once
 (FFHT's "depth-first" idea):
@@ -23,13 +23,13 @@ subtracts only), and levels are fused so that data is read from memory about onc
 So any row is read and written about twice at most (once for n <= BLOCK), whatever n. A
 batch of short rows is cut into segments of whole rows (``FWHT_SEGMENT`` values), the
 units of parallel work; while a segment is transformed in cache, the next one is
-prefetched into L2 (``kernels.simd.prefetch``), so that memory traffic and arithmetic
+prefetched into L2 (``lastlayer.kernels.simd.prefetch``), so that memory traffic and arithmetic
 overlap (this took n = 2^10 .. 2^12 from about 1.6x to 1.1-1.3x the one-pass memory floor).
 With fewer long rows than threads, the blocks and tiles of one row are processed in
 parallel instead. ``scale`` (for the normalised transform) is applied while the data is in
 cache. The order of the levels is always h = 1, 2, 4, ...: results are bit for bit those of
-the reference (``kernels.fwht_reference``). All functions work in place on a C-contiguous
-(rows, n) array; validation is the caller's job (``kernels.fwht``). Measured against the
+the reference (``lastlayer.kernels.fwht_reference``). All functions work in place on a C-contiguous
+(rows, n) array; validation is the caller's job (``lastlayer.kernels.fwht``). Measured against the
 compiled SIMD C library fht-cpu in bench/test_fwht.py.
 """
 
@@ -45,7 +45,7 @@ from .simd import LANE_BYTES, butterfly_kernel, prefetch
 _bf8 = njit(cache=True, inline="always")(butterfly.bf8)
 _bf4 = njit(cache=True, inline="always")(butterfly.bf4)
 
-# (nvec, inner): nvec vectors, in-vector levels h < inner (see kernels.simd)
+# (nvec, inner): nvec vectors, in-vector levels h < inner (see lastlayer.kernels.simd)
 _PACKED_2 = butterfly_kernel(1, 2)  # rows of 2, 4, 8 values packed in one vector
 _PACKED_4 = butterfly_kernel(1, 4)
 _PACKED_8 = butterfly_kernel(1, 8)
@@ -295,9 +295,9 @@ def _check_tunables(block: int, group: int, segment: int) -> None:
     for name, value, least in (("FWHT_BLOCK", block, 16), ("FWHT_GROUP", group, 16),
                                ("FWHT_SEGMENT", segment, 1)):
         if value < least or value & (value - 1):
-            raise ValueError(f"kernels.config.{name}: expected a power of two >= {least}, got {value}")
+            raise ValueError(f"lastlayer.kernels.config.{name}: expected a power of two >= {least}, got {value}")
     if group > block:
-        raise ValueError(f"kernels.config.FWHT_GROUP: expected at most FWHT_BLOCK = {block}, got {group}")
+        raise ValueError(f"lastlayer.kernels.config.FWHT_GROUP: expected at most FWHT_BLOCK = {block}, got {group}")
 
 
 def fwht_inplace(x2d: np.ndarray, scale: float | None = None) -> None:

@@ -1,6 +1,6 @@
 """Fast Walsh-Hadamard transform on the GPU: Numba-CUDA kernels, in place.
 
-Same convention as ``kernels.fwht``: y = H_n x over the last axis, unnormalised, Sylvester
+Same convention as ``lastlayer.kernels.fwht``: y = H_n x over the last axis, unnormalised, Sylvester
 order, times ``scale`` if given. The level with stride h maps the pairs (x[i], x[i + h]),
 i mod 2h < h, to (x[i] + x[i + h], x[i] - x[i + h]); the levels h = 1, 2, ..., n/2 make
 the transform. The kernels see the (rows, n) batch as one flat array of rows * n elements:
@@ -19,7 +19,7 @@ every level's pairs stay inside one row, because 2h divides n.
   1 + ceil(log2(M) / 3) times each way; the scale is applied in the last pass.
 
 ``fwht_device`` is the launcher (any C-contiguous 2-D device array, in place);
-``fwht`` is the entry point for CuPy arrays that ``kernels.fwht`` dispatches to. CuPy is
+``fwht`` is the entry point for CuPy arrays that ``lastlayer.kernels.fwht`` dispatches to. CuPy is
 imported only inside ``fwht``. Without a usable GPU (and without the CUDA simulator,
 ``NUMBA_ENABLE_CUDASIM=1``) both raise a RuntimeError that says so.
 """
@@ -151,10 +151,10 @@ def _check_tunables(threads: int, shared_max: int, itemsize: int) -> None:
     """Raise a ValueError for tunables the launches cannot use: a block's shared memory holds
     up to max(CUDA_SHARED_MAX, 2 * CUDA_THREADS_PER_BLOCK) elements (see fwht_device)."""
     if threads < 1 or shared_max < 1 or shared_max & (shared_max - 1):
-        raise ValueError(f"kernels.config: CUDA_THREADS_PER_BLOCK must be >= 1 and "
+        raise ValueError(f"lastlayer.kernels.config: CUDA_THREADS_PER_BLOCK must be >= 1 and "
                          f"CUDA_SHARED_MAX a power of two, got {threads} and {shared_max}")
     if max(shared_max, 2 * threads) * itemsize > _SHARED_BYTES_LIMIT:
-        raise ValueError(f"kernels.config: a block would need {max(shared_max, 2 * threads)} "
+        raise ValueError(f"lastlayer.kernels.config: a block would need {max(shared_max, 2 * threads)} "
                          f"elements of {itemsize} bytes of shared memory, over the "
                          f"{_SHARED_BYTES_LIMIT} bytes a block may use; lower CUDA_SHARED_MAX")
 
@@ -173,10 +173,10 @@ def fwht_device(arr2d, scale: float | None = None, *, stream=None) -> None:
         caller guarantees that the array is ready on it (``fwht`` passes CuPy's current
         stream).
 
-    The launches are asynchronous; grid and block sizes come from ``kernels.config``
+    The launches are asynchronous; grid and block sizes come from ``lastlayer.kernels.config``
     (``CUDA_THREADS_PER_BLOCK``, ``CUDA_SHARED_MAX``), read at each call.
     """
-    require_cuda("kernels.fwht_cuda")
+    require_cuda("lastlayer.kernels.fwht_cuda")
     x = _device_view(arr2d, sync=stream is None)
     if x.ndim != 2:
         raise ValueError(f"arr2d: expected a 2-D (rows, n) array, got {x.ndim} axes")
@@ -221,7 +221,7 @@ def fwht_device(arr2d, scale: float | None = None, *, stream=None) -> None:
 
 
 def fwht(x, scale: float | None = None, out=None):
-    """H_n x over the last axis of a CuPy array (times ``scale``); called by ``kernels.fwht``,
+    """H_n x over the last axis of a CuPy array (times ``scale``); called by ``lastlayer.kernels.fwht``,
     which has validated x (float32/float64, shape (..., n), n = 2^k) and out (x's shape and
     dtype, on the GPU).
 

@@ -1,10 +1,10 @@
-"""im2col / col2im of NumPy arrays by the compiled loops of ``kernels.im2col_cpu``.
+"""im2col / col2im of NumPy arrays by the compiled loops of ``lastlayer.kernels.im2col_cpu``.
 
     cols = im2col(x_pad, (kh, kw), (sh, sw))      # (N, C, H, W) -> (N, C, kh, kw, Ho, Wo)
     dx_pad = col2im(dcols, (sh, sw), x_pad_shape)  # (N, C, kh, kw, Ho, Wo) -> (N, C, H, W)
 
 x_pad is the input after any zero padding; Ho = (H - kh) // sh + 1. Device arrays take the
-array formulation of ``engine.layers.conv.Conv2D`` instead.
+array formulation of ``lastlayer.engine.layers.conv.Conv2D`` instead.
 """
 
 from __future__ import annotations

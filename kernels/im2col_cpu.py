@@ -1,13 +1,14 @@
-"""im2col and col2im on the CPU: compiled copies (``kernels.im2col`` checks the arguments).
+"""im2col and col2im on the CPU: compiled copies (``lastlayer.kernels.im2col`` checks the
+arguments).
 
-Why a kernel. The array formulation (``engine.layers.conv.Conv2D`` on a device array) copies
-one strided (N, C, Ho, Wo) slice per window offset; with rows as short as 11 elements (the
-second convolution of a 28x28 CNN) NumPy's copy loop spends its time per row: measured on
-the project's 2-core machine, im2col of (500, 8, 13, 13) float32 for 3x3 windows took 12.8
-ms of that convolution's 15.6 ms forward. These loops copy row by row with the innermost
-loop over the output columns. Measured (bench/test_conv_path.py, load 1): 7.0 ms against
-12.4 ms for that input, but 1.9 ms against 1.4 ms for a one-channel (256, 1, 28, 28) input,
-whose nine slices NumPy copies in long runs; a slice-assignment form of the loops was
+Why a kernel. The array formulation (``lastlayer.engine.layers.conv.Conv2D`` on a device
+array) copies one strided (N, C, Ho, Wo) slice per window offset; with rows as short as 11
+elements (the second convolution of a 28x28 CNN) NumPy's copy loop spends its time per row:
+measured on the project's 2-core machine, im2col of (500, 8, 13, 13) float32 for 3x3 windows
+took 12.8 ms of that convolution's 15.6 ms forward. These loops copy row by row with the
+innermost loop over the output columns. Measured (bench/test_conv_path.py, load 1): 7.0 ms
+against 12.4 ms for that input, but 1.9 ms against 1.4 ms for a one-channel (256, 1, 28, 28)
+input, whose nine slices NumPy copies in long runs; a slice-assignment form of the loops was
 slower still (col2im 2.5x). Still 2.3x a plain copy of cols: the copies are not vectorised.
 
 Both give exactly the array formulation's numbers: im2col is a copy, and col2im adds the

@@ -22,7 +22,7 @@ normalised step s_n = p ||w|| / ||p|| is orthogonal to w with norm ||w||, so
 or a = r0 / ||w||, b = 0 for a zero step (||p|| <= eps). Pass 2 applies it (reading w and
 s, writing w) and sums the squares of the stored result, so the returned norm is measured,
 not assumed: five array passes in all, against about fifteen for the unfused NumPy steps
-(``kernels.layca_reference``).
+(``lastlayer.kernels.layca_reference``).
 
 Cancellation. ss - sw^2 / ww loses log2(ss / ||p||^2) bits when s is nearly parallel to w.
 All sums are accumulated in float64, also for float32 data (whose products are then exact).
@@ -106,7 +106,7 @@ def layca_update_many(ws: Sequence, ss: Sequence, rhos: Sequence[float],
     rhos, target_norms : sequences (or 1-D arrays) of T numbers, as for ``layca_update``.
 
     Returns T ``LaycaInfo`` records, in order. On the CPU the parallel work is spread over
-    all tensors at once (kernels.layca_cpu); nothing is modified when any input is invalid.
+    all tensors at once (lastlayer.kernels.layca_cpu); nothing is modified when any input is invalid.
     """
     count = len(ws)
     for name, seq in (("ss", ss), ("rhos", rhos), ("target_norms", target_norms)):

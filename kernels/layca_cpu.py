@@ -1,6 +1,6 @@
 """The fused Layca passes on the CPU: Numba, parallel over chunks of all tensors of a call.
 
-``kernels.layca`` holds the math and calls the passes of a ``Batch``:
+``lastlayer.kernels.layca`` holds the math and calls the passes of a ``Batch``:
 
 * ``reduce``: per tensor, [w.w, s.w, s.s, count of non-finite s_i], reading w and s once.
   The hot loop does not test s_i: a NaN or Inf in s makes s.s NaN or Inf, and only such
@@ -230,7 +230,7 @@ class _Group:
 class Batch:
     """The T tensors of one ``layca_update_many`` call on the CPU, ready for the passes.
 
-    ws, ss : lists of T NumPy arrays, validated by ``kernels.layca`` (ss[t] has ws[t]'s
+    ws, ss : lists of T NumPy arrays, validated by ``lastlayer.kernels.layca`` (ss[t] has ws[t]'s
         float32/float64 dtype and shape; ws[t] writeable). Kernels see flat C-contiguous
         views: a non-contiguous ws[t] is updated through a copy written back by ``update``;
         a non-contiguous ss[t], or one sharing memory with ws[t], is copied.
@@ -239,7 +239,7 @@ class Batch:
     def __init__(self, ws: list[np.ndarray], ss: list[np.ndarray]):
         chunk = config.LAYCA_CHUNK
         if chunk < 1:
-            raise ValueError(f"kernels.config: LAYCA_CHUNK must be >= 1, got {chunk}")
+            raise ValueError(f"lastlayer.kernels.config: LAYCA_CHUNK must be >= 1, got {chunk}")
         self.ntensors = len(ws)
         self._write_back = []  # (original w, its contiguous copy)
         by_dtype: dict[np.dtype, tuple[list[int], list[np.ndarray], list[np.ndarray]]] = {}

@@ -1,7 +1,7 @@
 """The fused Layca passes on the GPU: Numba-CUDA kernels on CuPy or Numba device arrays.
 
-``kernels.layca`` holds the math and calls the passes of a ``Batch`` (same interface as
-``kernels.layca_cpu.Batch``); every sum is accumulated in float64, also for float32 data.
+``lastlayer.kernels.layca`` holds the math and calls the passes of a ``Batch`` (same interface as
+``lastlayer.kernels.layca_cpu.Batch``); every sum is accumulated in float64, also for float32 data.
 
 * Pass 1, ``_reduce_partials``: a tensor of n elements gets min(ceil(n / threads),
   ``config.LAYCA_CUDA_MAX_BLOCKS``) blocks of ``config.LAYCA_CUDA_THREADS`` threads; each
@@ -158,27 +158,27 @@ def _reduce_final(partials, first, count, out):
 
 def _check_tunables(threads: int, max_blocks: int) -> None:
     if threads < 1 or threads & (threads - 1) or max_blocks < 1:
-        raise ValueError(f"kernels.config: LAYCA_CUDA_THREADS must be a power of two and "
+        raise ValueError(f"lastlayer.kernels.config: LAYCA_CUDA_THREADS must be a power of two and "
                          f"LAYCA_CUDA_MAX_BLOCKS >= 1, got {threads} and {max_blocks}")
     if 4 * threads * 8 > _SHARED_BYTES_LIMIT:
-        raise ValueError(f"kernels.config: LAYCA_CUDA_THREADS = {threads} needs {4 * threads * 8} "
+        raise ValueError(f"lastlayer.kernels.config: LAYCA_CUDA_THREADS = {threads} needs {4 * threads * 8} "
                          f"bytes of shared memory per block, over {_SHARED_BYTES_LIMIT}")
 
 
 class Batch:
     """The T tensors of one ``layca_update_many`` call on the GPU, ready for the passes.
 
-    ws, ss : lists of T device arrays validated by ``kernels.layca`` (ss[t] has ws[t]'s
+    ws, ss : lists of T device arrays validated by ``lastlayer.kernels.layca`` (ss[t] has ws[t]'s
         float32/float64 dtype and shape): all CuPy arrays, or all Numba device arrays
         (including the simulator's). CuPy arrays may have any layout: a non-contiguous
         ws[t] is updated through a contiguous copy written back by ``update``, a
         non-contiguous ss[t] or one sharing memory with ws[t] is copied. Numba device
-        arrays are C-contiguous (checked by ``kernels.layca``), and ss[t] must not overlap
+        arrays are C-contiguous (checked by ``lastlayer.kernels.layca``), and ss[t] must not overlap
         ws[t] (not checked: their memory ranges are not visible in the simulator).
     """
 
     def __init__(self, ws: list, ss: list):
-        require_cuda("kernels.layca_cuda")
+        require_cuda("lastlayer.kernels.layca_cuda")
         threads = config.LAYCA_CUDA_THREADS
         max_blocks = config.LAYCA_CUDA_MAX_BLOCKS
         _check_tunables(threads, max_blocks)
@@ -221,7 +221,7 @@ class Batch:
 
     @staticmethod
     def _flat_numba(ws, ss):
-        """Flat views of C-contiguous Numba device arrays (``kernels.layca`` checked that)."""
+        """Flat views of C-contiguous Numba device arrays (``lastlayer.kernels.layca`` checked that)."""
         return [w.reshape(w.size) for w in ws], [s.reshape(s.size) for s in ss]
 
     def _empty(self, shape):

@@ -1,7 +1,7 @@
 """The Layca step of one tensor, unfused: the single reference of the project.
 
-``engine.optim.layca`` uses it for its unfused path, the tests and benchmarks of the fused
-kernels (``kernels.layca``) compare against it. The four steps of Carbonnelle & De
+``lastlayer.engine.optim.layca`` uses it for its unfused path, the tests and benchmarks of the fused
+kernels (``lastlayer.kernels.layca``) compare against it. The four steps of Carbonnelle & De
 Vleeschouwer's Algorithm 1 (docs/claims.md, section C), one array expression each, on the
 flattened tensor, in the dtype of w (float32 stays float32; float64, or NumPy's extended
 ``longdouble`` for a more precise answer in tests):

@@ -2,11 +2,12 @@
 
 ``@njit(cache=True)`` writes its index and object files (``*.nbi``, ``*.nbc``) next to the
 source by default, into ``kernels/__pycache__``. For an installed (non-editable) lastlayer
-that is ``site-packages/kernels/__pycache__``: files that pip does not own and so does not
-remove. After ``pip install .`` then ``pip install -e .`` in the same environment the left-
-over folder is an empty namespace package ``kernels`` that shadows the editable install
-(``from kernels import fwht`` then finds a module without ``fwht``). So every cached kernel
-is decorated inside ``cache_directory()``, which points Numba's cache at
+that is ``site-packages/lastlayer/kernels/__pycache__``: files that pip does not own and so
+does not remove. After ``pip install .`` then ``pip install -e .`` in the same environment
+the left-over folders form an empty namespace package ``lastlayer`` that can shadow the
+editable install (``from lastlayer.kernels import fwht`` then finds no ``fwht``; it was
+``from kernels import fwht`` when the layers were installed as top-level packages). So every
+cached kernel is decorated inside ``cache_directory()``, which points Numba's cache at
 
     $NUMBA_CACHE_DIR                        when set (Numba's own override: left to Numba),
     $XDG_CACHE_HOME/lastlayer/numba         (Linux; ~/.cache when XDG_CACHE_HOME is unset),

@@ -1,11 +1,11 @@
-"""Max pooling of NumPy arrays by the compiled loops of ``kernels.pool_cpu``.
+"""Max pooling of NumPy arrays by the compiled loops of ``lastlayer.kernels.pool_cpu``.
 
     y, argmax = maxpool2d(x, (kh, kw), (sh, sw))          # x (N, C, H, W) float32 / float64
     dx = maxpool2d_backward(argmax, dy, x.shape, (kh, kw), (sh, sw))
 
 No padding; Ho = (H - kh) // sh + 1 (rows that do not fill a window are dropped). argmax
 is uint8, the winner's offset i * kw + j in its window (so kh * kw <= 256). Device arrays
-take the array formulation of ``engine.layers.conv.MaxPool2D`` instead.
+take the array formulation of ``lastlayer.engine.layers.conv.MaxPool2D`` instead.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Max pooling on the CPU: one Numba pass over the input for the forward, one over the
-output gradient for the backward (``kernels.pool`` checks the arguments and calls these).
+output gradient for the backward (``lastlayer.kernels.pool`` checks the arguments and calls these).
 
-Why a kernel. The array formulation (``engine.layers.conv.MaxPool2D`` on a device array)
+Why a kernel. The array formulation (``lastlayer.engine.layers.conv.MaxPool2D`` on a device array)
 makes kh * kw strided views and, per view, a comparison, a ``where`` and a masked store
 of the window index: about 4 kh kw passes over memory. Measured on the project's 2-core
 machine, a (256, 8, 26, 26) float32 2x2 pool took 12 ms that way, as long as the

@@ -1,5 +1,6 @@
 """The number of threads Numba's parallel kernels (``parallel=True``: the FWHT over many
-rows, the fused Layca step) may use. ``engine.threads`` decides it; this module only sets it."""
+rows, the fused Layca step) may use. ``lastlayer.engine.threads`` decides it; this module
+only sets it."""
 
 from __future__ import annotations
 

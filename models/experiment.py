@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.training.io import atomic_path, atomic_write_text
+from lastlayer.engine.training.io import atomic_path, atomic_write_text
 
 MIN_SEEDS = 3  # intervals and p-values over seeds from this many on
 P_FLOOR = 1e-10
@@ -231,10 +231,10 @@ def reproduce(experiment: str, out: Path, settings, *, quick: bool, quiet: bool,
 
 @contextmanager
 def single_threaded_blas():
-    """One BLAS and one Numba thread inside the block (``engine.threads``). For the small
+    """One BLAS and one Numba thread inside the block (``lastlayer.engine.threads``). For the small
     matrices of the paper experiments (at most a few thousand x a few hundred) more threads
     only add synchronisation, and thrash when the machine is shared."""
-    from engine.threads import thread_limits
+    from lastlayer.engine.threads import thread_limits
 
     with thread_limits(threads=1):
         yield

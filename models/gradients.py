@@ -1,6 +1,6 @@
 """Ledger rows G-*: the engine's hand-written gradients against central differences.
 
-One row per layer and per loss (the cases of ``engine.gradcheck.cases``, grouped by row:
+One row per layer and per loss (the cases of ``lastlayer.engine.gradcheck.cases``, grouped by row:
 batch 1, odd spatial sizes, stride 2, padding, training and inference modes), each
 reporting the worst relative error over its cases and all their tensors (input and
 parameters), then one row for a whole network.
@@ -8,7 +8,7 @@ parameters), then one row for a whole network.
 
 from __future__ import annotations
 
-from engine.gradcheck import cases
+from lastlayer.engine.gradcheck import cases
 
 from .ledger import Check, at_most
 

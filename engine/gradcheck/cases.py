@@ -3,7 +3,7 @@
 Each case is one central-difference check in float64 (batch 1, odd spatial sizes, stride 2,
 padding, training and inference modes, ...); its ``row`` groups it with the other cases of
 the same layer. ``worst_error(cases)`` is the largest relative error over the cases and
-all their tensors (input and parameters; see ``engine.gradcheck.central`` for the
+all their tensors (input and parameters; see ``lastlayer.engine.gradcheck.central`` for the
 measure). Inputs keep a margin from the kinks of ReLU and max pooling, so the central
 difference never straddles one.
 

@@ -25,7 +25,7 @@ from being judged on the central difference's rounding noise; the price is that 
 whose gradient is below ~1e-7 S is checked only in absolute terms.
 
 Inputs must avoid kinks (ReLU at 0, max-pool ties) by more than h, or the central
-difference straddles the kink: the cases in ``engine.gradcheck.cases`` choose such inputs.
+difference straddles the kink: the cases in ``lastlayer.engine.gradcheck.cases`` choose such inputs.
 All checks insist on float64: in float32 the rounding error alone is ~1e-2.
 """
 

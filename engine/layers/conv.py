@@ -7,10 +7,11 @@ window elements of every output position form one strided slice of the (padded) 
 
 so im2col, col2im and pooling are kh * kw whole-array operations, never a Python loop over
 pixels, and they work unchanged on CuPy arrays. On NumPy arrays max pooling runs as one
-compiled pass instead (``kernels.maxpool2d``: the same numbers; measured at (256, 8, 26,
-26) float32, forward 1.3 ms against 18 ms, backward 2.1 ms against 4.8 ms). The
-convolution itself is one batched matrix product. Output size: Ho = floor((H + 2 p - kh) / s) + 1 (rows that do not fill a
-window are dropped, as in PyTorch and Keras 'valid').
+compiled pass instead (``lastlayer.kernels.maxpool2d``: the same numbers; measured at (256,
+8, 26, 26) float32, forward 1.3 ms against 18 ms, backward 2.1 ms against 4.8 ms). The
+convolution itself is one batched matrix product. Output size:
+Ho = floor((H + 2 p - kh) / s) + 1 (rows that do not fill a window are dropped, as in
+PyTorch and Keras 'valid').
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kernels import col2im, im2col, maxpool2d, maxpool2d_backward
+from lastlayer.kernels import col2im, im2col, maxpool2d, maxpool2d_backward
 
 from .._checks import pair, positive_int
 from ..backend import array_module
@@ -205,7 +206,7 @@ class MaxPool2D(Layer):
 
 def pool_forward_arrays(x, pool: tuple[int, int], stride: tuple[int, int]):
     """Max pooling as kh * kw whole-array steps (any array module: the device path, and
-    the reference of ``kernels.maxpool2d``). x (N, C, H, W) -> (y (N, C, Ho, Wo),
+    the reference of ``lastlayer.kernels.maxpool2d``). x (N, C, H, W) -> (y (N, C, Ho, Wo),
     argmax (N, C, Ho, Wo) uint8, the first maximum's offset i * kw + j)."""
     xp = array_module(x)
     (kh, kw), (sh, sw) = pool, stride

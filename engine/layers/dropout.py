@@ -20,7 +20,7 @@ class Dropout(Layer):
     layer is exactly the identity at inference (``train=False``), with no rescaling there.
 
     The mask is drawn from the generator passed as ``rng``: the same seed gives the same
-    mask. A NumPy ``Generator`` (what ``engine.streams`` gives the training loop) draws on
+    mask. A NumPy ``Generator`` (what ``lastlayer.engine.streams`` gives the training loop) draws on
     the host, and the mask is then copied to the input's device, so a CuPy run uses the
     very masks of the NumPy run; a CuPy generator draws on the device.
     """

@@ -28,14 +28,14 @@ How P is made (``method``):
 
 * ``"hadamard"`` (matrix-free, like ``HadamardHead``): when d_in is a power of two with
   d_in > C, P = H_d[:, 1:C+1] / sqrt(d), columns 1 .. C of the Sylvester-Hadamard matrix
-  (orthonormal once divided by sqrt(d)). Column 0, the all-ones one, is skipped: every
-  other column is orthogonal to 1_d, so W 1_d = 0 and a shift of all features by the same
-  amount (the large common mode of ReLU features) changes no logit; with column 0 that mode
-  would raise one class's logit. Hence d_in >= C + 1. P is never stored: x P =
-  fwht(x)[:, 1:C+1] / sqrt(d) (``kernels.fwht``: d log2 d additions per sample) and, H being
+  (orthonormal once divided by sqrt(d)). Column 0, the all-ones one, is skipped: every other
+  column is orthogonal to 1_d, so W 1_d = 0 and a shift of all features by the same amount
+  (the large common mode of ReLU features) changes no logit; with column 0 that mode would
+  raise one class's logit. Hence d_in >= C + 1. P is never stored: x P = fwht(x)[:, 1:C+1] /
+  sqrt(d) (``lastlayer.kernels.fwht``: d log2 d additions per sample) and, H being
   symmetric, dz P^T = fwht([0, dz, 0]) / sqrt(d), dz placed in columns 1 .. C.
 * ``"orthogonal"``: P from the QR decomposition of a standard Gaussian d x C matrix drawn
-  from ``engine.streams.stream(seed, "etf")``, column signs fixed so that diag(R) > 0 (a
+  from ``lastlayer.engine.streams.stream(seed, "etf")``, column signs fixed so that diag(R) > 0 (a
   function of the seed alone, Haar-distributed); for d = C - 1, Q from a Gaussian d x d, as
   above. P lives in the layer's explicit state (``init_state``), like ``OrthogonalHead``'s Q.
 * ``"auto"`` (default): ``"hadamard"`` when it is possible (d_in a power of two, C < d_in
@@ -81,9 +81,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kernels import fwht
-from kernels.fwht import MAX_LOG2_N
-from kernels.hadamard import log2_exact
+from lastlayer.kernels import fwht
+from lastlayer.kernels.fwht import MAX_LOG2_N
+from lastlayer.kernels.hadamard import log2_exact
 
 from .._checks import float_dtype, positive_int, real_number
 from ..backend import array_module
@@ -137,7 +137,7 @@ class SimplexETFHead(Layer):
     seed: int = 0
 
     def __post_init__(self):
-        # NumPy integers are accepted (engine._checks) and kept as Python ints: the
+        # NumPy integers are accepted (lastlayer.engine._checks) and kept as Python ints: the
         # Hadamard path's log2 needs int.bit_length
         object.__setattr__(self, "d_in", positive_int(self.d_in, "d_in"))
         object.__setattr__(self, "n_classes", positive_int(self.n_classes, "n_classes", minimum=2))

@@ -12,8 +12,8 @@ projection matrix": v_i = exp(alpha q_i . x_hat + b_i) / sum_j exp(alpha q_j . x
   first N columns of H_n, n = 2^ceil(log2 max(N, C)), entries +-1 unscaled (their section
   "Using a Hadamard matrix", y = H_hat x_hat + b, and their released code). Q is never
   stored: Q x_hat is the first C outputs of the fast Walsh-Hadamard transform of x_hat
-  zero-padded to n (``kernels.fwht``), or, where that is cheaper, a dense product with
-  rows generated for that call only (``kernels.hadamard.hadamard_rows``).
+  zero-padded to n (``lastlayer.kernels.fwht``), or, where that is cheaper, a dense product with
+  rows generated for that call only (``lastlayer.kernels.hadamard.hadamard_rows``).
 * ``OrthogonalHead``: Q has C orthonormal rows, drawn once from a seeded Gaussian (their
   "simple random sampling and singular-value decomposition"; here a QR, which gives the
   same distribution). Q is not trainable and lives in the layer's explicit state.
@@ -40,8 +40,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kernels import fwht
-from kernels.hadamard import hadamard_rows, next_power_of_two
+from lastlayer.kernels import fwht
+from lastlayer.kernels.hadamard import hadamard_rows, next_power_of_two
 
 from .._checks import float_dtype, positive_int
 from ..backend import array_module

@@ -46,7 +46,7 @@ lam ||W||_F^2). PyTorch's ``weight_decay=wd`` adds wd w: it is ``add_weight_deca
 """
 
 from . import layca, rules, schedules, transforms, tree
-# the Layca transform itself is engine.optim.layca.layca: the module keeps the name "layca"
+# the Layca transform itself is lastlayer.engine.optim.layca.layca: the module keeps the name "layca"
 from .layca import (
     DEFAULT_RATES, LAYCA_OPTIMIZERS, LaycaState, kernel_layer_index, kernel_mask, layca_adagrad, layca_adam, layca_rmsprop, layca_sgd, layca_sgd_amom, layer_rotation,
     per_tensor_multipliers, rate_multipliers, rotation_angle, rotation_monitor,

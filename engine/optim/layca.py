@@ -41,10 +41,10 @@ stated where they act:
 * NaN / Inf entries of s are replaced by 0 and counted in the state (their Appendix A.2,
   item 4, recommends the replacement without counting).
 
-The step of all Layca tensors is the fused kernel ``kernels.layca`` (two passes over memory,
-all tensors in one call), or with ``fused=False`` the unfused reference
-``kernels.layca_reference.layca_reference``; both report a ``kernels.LaycaInfo`` per tensor.
-A zero step leaves the weights unchanged.
+The step of all Layca tensors is the fused kernel ``lastlayer.kernels.layca`` (two passes
+over memory, all tensors in one call), or with ``fused=False`` the unfused reference
+``lastlayer.kernels.layca_reference.layca_reference``; both report a
+``lastlayer.kernels.LaycaInfo`` per tensor. A zero step leaves the weights unchanged.
 
 Two ways to apply it. ``update_in_place`` (the training loop's path, fused only) writes the
 new weights into the parameters' arrays: five array passes per tensor in all.
@@ -62,8 +62,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernels.layca import LaycaInfo, StepOverflowError, layca_update_many
-from kernels.layca_reference import layca_reference
+from lastlayer.kernels.layca import LaycaInfo, StepOverflowError, layca_update_many
+from lastlayer.kernels.layca_reference import layca_reference
 
 from .._checks import check_mask
 from ..backend import array_module
@@ -94,7 +94,7 @@ DEFAULT_RATES = {"sgd": 3.0**-3, "sgd_amom": 3.0**-5, "adam": 3.0**-5, "rmsprop"
 class LaycaState(NamedTuple):
     """State of ``layca``. The per-tensor trees are lists (one per layer) of dicts holding an
     entry for every Layca-updated tensor only. Leaves are ints, floats and the base rule's
-    arrays, so the state is saved by ``engine.training.checkpoint`` as it is."""
+    arrays, so the state is saved by ``lastlayer.engine.training.checkpoint`` as it is."""
 
     count: int  # updates done so far: the argument of the rate schedule rho(t)
     initial_norm: list  # ||w_0||_F (float) of every Layca tensor, captured at init
@@ -191,10 +191,10 @@ def layca(base: GradientTransformation, lr: float | Schedule, alpha: float = 0.0
     others : tensors not in ``mask``: "frozen" (no update; the paper's default) or "base"
         (updated by the base rule: w <- w - rho(t) d, no layer multiplier, no rotation).
     eps : a projected base step with norm <= eps becomes a zero step (weights unchanged).
-    fused : True (default): the fused kernel ``kernels.layca.layca_update_many`` (the same
+    fused : True (default): the fused kernel ``lastlayer.kernels.layca.layca_update_many`` (the same
         four steps in two passes over memory, NumPy or CuPy arrays), which the training loop
         applies in place (``update_in_place``); False: the unfused reference
-        ``kernels.layca_reference.layca_reference``, through ``update`` only. The two agree
+        ``lastlayer.kernels.layca_reference.layca_reference``, through ``update`` only. The two agree
         to rounding (float64: within 1e-12 after hundreds of steps, tests/engine/optim/
         test_layca.py); a step whose squares overflow float64 is done by the reference.
 
@@ -295,7 +295,7 @@ def _unmoved(w, s) -> LaycaInfo:
 
 
 def _fused_in_place(ws: list, ss: list, rhos: list, norms: list, eps: float) -> list:
-    """``kernels.layca.layca_update_many`` in place on ``ws``, tensors of rate 0 left as they
+    """``lastlayer.kernels.layca.layca_update_many`` in place on ``ws``, tensors of rate 0 left as they
     are (``_unmoved``). A step whose squares overflow float64 (finite entries beyond
     ~1e154), which the kernel refuses before writing anything, is done by the unfused
     reference instead: it rescales the step first."""

@@ -3,7 +3,7 @@
     opt = adam(1e-3, weight_decay=1e-4, mask=kernels)   # chain(add_weight_decay, scale_by_adam,
                                                         #       scale_by_learning_rate)
 
-The conventions of every rule are tabulated in ``engine.optim``'s docstring.
+The conventions of every rule are tabulated in ``lastlayer.engine.optim``'s docstring.
 """
 
 from __future__ import annotations

@@ -9,19 +9,19 @@ A ``GradientTransformation`` is ``(init, update)``, and optionally ``update_in_p
     state = opt.update_in_place(grads, state, params)  # params' arrays updated in place
 
 ``update_in_place`` is the same step written to the parameters' own arrays, without
-materialising the updates; it is what ``engine.training.train`` uses when it is not None
+materialising the updates; it is what ``lastlayer.engine.training.train`` uses when it is not None
 (on its own copy of the parameters). ``update`` stays the pure reference for tests.
 
 State is explicit and typed (a NamedTuple per transform) and never mutated: ``update``
 returns a new one. Gradients may leave tensors out (``Network.backward(mask=...)`` omits
 frozen ones): those tensors get no update and their state is carried over unchanged
 (``tree_carry_over``). The update rules and their conventions are tabulated in
-``engine.optim``'s docstring.
+``lastlayer.engine.optim``'s docstring.
 
 The ``scale_by_*`` transforms produce a base rule's *step direction* before the learning
 rate (what Layca rotates); ``scale_by_learning_rate`` multiplies by -lr(t). Masks and
 per-tensor constants are explicit trees with the structure of the parameters, checked by
-``engine._checks.check_mask``.
+``lastlayer.engine._checks.check_mask``.
 """
 
 from __future__ import annotations

@@ -1,44 +1,40 @@
-"""Exact solvers for a linear last layer on frozen features Phi (N, d).
+"""Exact solvers for a linear last layer on frozen features Phi (N, d), and what is built on
+them, one package per concern (imports point down the list):
 
-* ``ridge``: the closed form of the squared loss (primal, dual, SVD; regularisation paths;
-  a streaming Gram accumulator; kernel ridge; the RKHS norm).
-* ``softmax_regression``: the exact optimum of softmax cross-entropy (Newton with the exact
-  Hessian, Newton-CG on Hessian-vector products, L-BFGS).
-* ``curvature``: objective, gradient, Hessian and Hessian-vector products of the last layer.
-* ``eigen``: top eigenpairs of that Hessian (dense and Lanczos), Rayleigh quotients, and
-  Hessian-vector products of any layer of a network by central differences.
-* ``neural_collapse``: NC1-NC4 and the CDNV of features and a head (Papyan et al. 2020),
-  in memory or streamed in one pass of stable class statistics, on Dask too.
-* ``calibration``: NLL, Brier, ECE / MCE (equal-width and equal-mass bins), and
-  temperature scaling by the exact 1-D minimisation of the held-out NLL.
-* ``laplace``: the exact last-layer Laplace posterior (full, Kronecker for the squared
-  loss, K-FAC for large C d), its predictive, evidence and prior selection.
-* ``line_search``: the exact minimum of a last-layer loss along a direction (PoF's eq. 2).
-* ``estimators``: ``ExactRidgeHead`` / ``ExactSoftmaxHead``, scikit-learn estimators for
-  the exact head on a user's features, lambda by K-fold / LOO / GCV, data in memory,
-  streamed from .npy / .npz / .h5 / .zarr files (``sources``), or summed on a Dask
-  cluster (``runners``); the pieces in ``ridge_cv`` and ``softmax_streamed``.
+* ``exact``: the closed forms and exact optima (ridge, softmax regression), the objective's
+  curvature, its top eigenpairs, the exact line search (PoF's eq. 2).
+* ``streaming``: where a streamed solver's rows come from (arrays, .npy / .npz / .h5 /
+  .zarr files) and where its chunk sums run (this process or a Dask cluster).
+* ``diagnostics``: neural collapse (NC1-NC4, CDNV), calibration (NLL, Brier, ECE / MCE) and
+  temperature scaling.
+* ``laplace``: the exact last-layer Laplace posterior, its predictive, evidence and prior
+  selection.
+* ``estimators``: ``ExactRidgeHead`` / ``ExactSoftmaxHead``, scikit-learn estimators for the
+  exact head on a user's features (lambda by K-fold / LOO / GCV), and ``evaluate_head``;
+  loaded on first use (scikit-learn takes ~0.8 s to import).
 
 All use the objective J(W, b) = (1/N) sum_i loss(W Phi_i + b, y_i) + lam ||W||_F^2 of
-docs/claims.md (the bias is not penalised).
+docs/claims.md (the bias is not penalised). The names below are re-exported from the
+subpackages, so ``from lastlayer.engine.solvers import ridge`` works as before.
 """
 
-from .calibration import (
-    CalibrationError, CalibrationWarning, ReliabilityBins, Temperature, TemperatureProfile,
-    apply_temperature, brier, ece, fit_temperature, mce, nll, temperature_profile,
+from .diagnostics import (
+    CalibrationError, CalibrationWarning, NeuralCollapse, ReliabilityBins, Temperature,
+    TemperatureProfile, apply_temperature, brier, ece, fit_temperature, mce, neural_collapse, nll,
+    temperature_profile,
 )
-from .curvature import Objective, hessian, hvp, logit_hessians, objective
-from .eigen import Eigenpairs, layer_hvp, layer_top_eigenpair, rayleigh_quotient, top_eigenpairs
-from .laplace import LastLayerLaplace, squared_loss_mode, tau_from_lam
-from .laplace_select import EvidenceOptimum, PriorSelection, maximize_evidence, select_prior
-from .line_search import LineMinimum, LineProfile, line_minimum, released_line_search
-from .neural_collapse import NeuralCollapse, neural_collapse
-from .ridge import (
-    GramAccumulator, RankDeficientWarning, RidgeSolution, kernel_ridge, ridge, ridge_gradient,
-    ridge_objective, ridge_path, rkhs_norm,
+from .exact import (
+    Eigenpairs, GramAccumulator, LineMinimum, LineProfile, Objective, RankDeficientWarning,
+    RidgeSolution, SoftmaxSolution, fit_softmax_regression, hessian, hvp, kernel_ridge,
+    layer_hvp, layer_top_eigenpair, line_minimum, logit_hessians, objective, rayleigh_quotient,
+    released_line_search, ridge, ridge_gradient, ridge_objective, ridge_path, rkhs_norm,
+    top_eigenpairs,
 )
-from .softmax_regression import SoftmaxSolution, fit_softmax_regression
-from .sources import ArraySource, open_source
+from .laplace import (
+    EvidenceOptimum, LastLayerLaplace, PriorSelection, maximize_evidence, select_prior,
+    squared_loss_mode, tau_from_lam,
+)
+from .streaming import ArraySource, open_source
 
 __all__ = [
     "ridge", "ridge_path", "GramAccumulator", "kernel_ridge", "rkhs_norm", "ridge_objective",

@@ -2,7 +2,7 @@
 
 Everything that changes while training is one ``TrainState`` (parameters, running
 statistics, optimizer state, iteration, history); ``train`` takes one and returns the
-next, and ``engine.training.checkpoint`` saves and restores it.
+next, and ``lastlayer.engine.training.checkpoint`` saves and restores it.
 
 Randomness is counter-based: the mini-batch of iteration t is ``batch_indices(n, B, t,
 seed, mode)`` and the dropout masks of iteration t come from a generator keyed by
@@ -129,11 +129,11 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     opt : applied with ``opt.update_in_place`` where it has one (Layca's fused step), on
         a copy of ``ts.params`` made once per call, else with ``update`` + ``apply_updates``;
         ``ts`` is never modified.
-    data : the training and evaluation arrays (NumPy, as ``engine.training.data`` makes
+    data : the training and evaluation arrays (NumPy, as ``lastlayer.engine.training.data`` makes
         them); copied once per call to the device of ``ts.params`` (NumPy or CuPy: move
-        the state with ``engine.backend.to_device`` to train on a GPU) and cast once to
+        the state with ``lastlayer.engine.backend.to_device`` to train on a GPU) and cast once to
         the parameters' dtype.
-    batch_size, mode : mini-batching (``engine.training.data.batch_indices``, keyed by ``ts.seed``).
+    batch_size, mode : mini-batching (``lastlayer.engine.training.data.batch_indices``, keyed by ``ts.seed``).
     eval_every : evaluate after every ``eval_every``-th iteration (default: once per
         epoch); iterations where this happens do not depend on where a run was split.
     mask : trainable mask; frozen tensors get no gradient and no update.
@@ -144,7 +144,7 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
         iteration t (counted from 1) with the current parameters; its values are appended
         to the history under their names, and t under ``monitor_iteration`` (e.g. the
         distance to a closed form, or a layer rotation).
-    step : how a mini-batch becomes gradients (``engine.training.steps``): plain
+    step : how a mini-batch becomes gradients (``lastlayer.engine.training.steps``): plain
         back-propagation by default, ``sam_gradient(rho)`` for SAM, PoF's step. The extra
         numbers a step reports are appended to the history under their names (NaN at a
         skipped step).

@@ -1,9 +1,9 @@
 """Gradient steps: how one training iteration turns a mini-batch into gradients.
 
-``engine.training.train`` draws the mini-batch of iteration t (a pure function of the seed
+``lastlayer.engine.training.train`` draws the mini-batch of iteration t (a pure function of the seed
 and t), hands it to a *gradient step*, and applies the optimizer to the gradients it
 returns. The default step is plain back-propagation; SAM (here) and PoF
-(``models.papers.pof``) are steps too, so they reuse the loop's batching, evaluation,
+(``lastlayer.models.papers.pof``) are steps too, so they reuse the loop's batching, evaluation,
 history, checkpoints and determinism instead of a second training loop.
 
 A gradient step is any callable ::

@@ -1,6 +1,6 @@
 """Ledger rows CAL1-CAL6: calibration scores and exact temperature scaling
-(``engine.solvers.calibration``; Guo et al., ICML 2017; Naeini et al. 2015; Nixon et al.
-2019; Brier 1950).
+(``lastlayer.engine.solvers.diagnostics.calibration``; Guo et al., ICML 2017; Naeini et al.
+2015; Nixon et al. 2019; Brier 1950).
 
 Temperature scaling fits one T > 0 to held-out logits z (N, C) and labels y by minimising
 
@@ -13,7 +13,7 @@ likelihood estimate (CAL2), the ECE / MCE binning conventions on hand-computed c
 (CAL3), NLL and Brier against known values and direct formulas (CAL4), that temperature
 scaling never changes a prediction (CAL5) and that it removes the miscalibration of
 overconfident logits down to the sampling level (CAL6). Generated data: the stream
-``engine.streams.stream(0, "beyond-data", k)``, k in 300 .. 399, one k per row.
+``lastlayer.engine.streams.stream(0, "beyond-data", k)``, k in 300 .. 399, one k per row.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 
-from engine.losses import softmax
-from engine.solvers import calibration as cal
-from engine.streams import stream
+from lastlayer.engine.losses import softmax
+from lastlayer.engine.solvers.diagnostics import calibration as cal
+from lastlayer.engine.solvers.diagnostics import temperature as ts
+from lastlayer.engine.streams import stream
 
 from ..ledger import FAIL, PASS, Check, Outcome, at_most
 
@@ -54,7 +55,7 @@ def _cal1_problem():
 
 
 def _nll_at(z, y, T: float) -> float:
-    return cal.nll(cal.apply_temperature(z, T), y, inputs="logits")
+    return cal.nll(ts.apply_temperature(z, T), y, inputs="logits")
 
 
 # ---- CAL1: the fitted temperature is the exact minimiser ---------------------------------
@@ -62,8 +63,8 @@ def cal1_slope() -> Outcome:
     """|f'(beta*)| at the fitted beta* = 1 / T, relative to the mean row range of z (the
     scale of the terms E_p[z_i] - z_iy): 0 up to rounding."""
     z, y = _cal1_problem()
-    fit = cal.fit_temperature(z, y)
-    slope = cal.temperature_profile(z, y, 1.0 / fit.T).slope
+    fit = ts.fit_temperature(z, y)
+    slope = ts.temperature_profile(z, y, 1.0 / fit.T).slope
     return at_most(abs(slope) / float(np.ptp(z, axis=1).mean()), 1e-13)
 
 
@@ -72,7 +73,7 @@ def cal1_neighbours() -> Outcome:
     among them): the largest (f(T*) - f(T')) / f(T*), negative at a minimum; tolerance the
     rounding of two NLLs, each ~(C + log2 N) u relative."""
     z, y = _cal1_problem()
-    T = cal.fit_temperature(z, y).T
+    T = ts.fit_temperature(z, y).T
     best = _nll_at(z, y, T)
     others = [T * (1 - 1e-4), T * (1 + 1e-4), *np.geomspace(T / 2, 2 * T, 2000)]
     excess = max(best - _nll_at(z, y, t) for t in others) / best
@@ -84,7 +85,7 @@ def cal1_newton() -> Outcome:
     logits scaled by 1e-3, 1 and 1e3 (quadratic convergence: ~10; bisection alone would
     need >= 52 to shrink a bracket to rounding)."""
     z, y = _cal1_problem()
-    worst = max(cal.fit_temperature(s * z, y).iterations for s in (1e-3, 1.0, 1e3))
+    worst = max(ts.fit_temperature(s * z, y).iterations for s in (1e-3, 1.0, 1e3))
     return Outcome(worst, "<= 20", 20, PASS if worst <= 20 else FAIL)
 
 
@@ -93,15 +94,15 @@ def cal1_derivatives() -> Outcome:
     the NLL (through ``nll``'s own log-softmax) and of f', at beta = beta* x {1/4, 1/2, 1, 2,
     4}: the largest error, f' relative to the mean row range R, f'' relative to R^2."""
     z, y = _cal1_problem()
-    beta_star = cal.fit_temperature(z, y).beta
+    beta_star = ts.fit_temperature(z, y).beta
     r = float(np.ptp(z, axis=1).mean())
     worst = 0.0
     for beta in beta_star * np.array([0.25, 0.5, 1.0, 2.0, 4.0]):
         h = 1e-5 * beta
-        prof = cal.temperature_profile(z, y, beta)
+        prof = ts.temperature_profile(z, y, beta)
         fd1 = (_nll_at(z, y, 1 / (beta + h)) - _nll_at(z, y, 1 / (beta - h))) / (2 * h)
-        fd2 = (cal.temperature_profile(z, y, beta + h).slope
-               - cal.temperature_profile(z, y, beta - h).slope) / (2 * h)
+        fd2 = (ts.temperature_profile(z, y, beta + h).slope
+               - ts.temperature_profile(z, y, beta - h).slope) / (2 * h)
         worst = max(worst, abs(prof.slope - fd1) / r, abs(prof.curvature - fd2) / r ** 2)
     return at_most(float(worst), 1e-8)
 
@@ -114,8 +115,8 @@ def cal2_known_temperature() -> Outcome:
     parameter beta is N mean_i Var_p[z_i]), sd(T_hat) = sd(beta_hat) / beta_0^2."""
     z_true, y = _sampled(_rng(320), 20_000, 10)
     z = 3.0 * z_true
-    T = cal.fit_temperature(z, y).T
-    info = len(y) * cal.temperature_profile(z, y, 1 / 3).curvature
+    T = ts.fit_temperature(z, y).T
+    info = len(y) * ts.temperature_profile(z, y, 1 / 3).curvature
     tol = 4 * (1 / math.sqrt(info)) * 3.0 ** 2
     return Outcome(T, 3.0, tol, PASS if abs(T - 3.0) <= tol else FAIL)
 
@@ -243,8 +244,8 @@ def cal5_argmax() -> Outcome:
     rng = _rng(350)
     z_true, y = _sampled(rng, 5000, 10)
     z = 4.0 * z_true + rng.standard_normal(z_true.shape)
-    fit = cal.fit_temperature(z, y)
-    scaled = cal.apply_temperature(z, fit.T)
+    fit = ts.fit_temperature(z, y)
+    scaled = ts.apply_temperature(z, fit.T)
     changed = int((scaled.argmax(axis=1) != z.argmax(axis=1)).sum())
     ok = changed == 0 and _nll_at(z, y, fit.T) <= cal.nll(z, y, inputs="logits")
     return Outcome(changed, 0, 0, PASS if ok else FAIL)
@@ -269,9 +270,9 @@ def cal6_ece_reduced() -> Outcome:
     2; FAIL also unless the ECE before scaling is >= 10 times that level."""
     z_fit, y_fit = _sampled(_rng(360), 20_000, 10)
     z_test, y_test = _sampled(_rng(361), 20_000, 10)
-    T = cal.fit_temperature(3.0 * z_fit, y_fit).T
+    T = ts.fit_temperature(3.0 * z_fit, y_fit).T
     before = softmax(3.0 * z_test)
-    after = softmax(cal.apply_temperature(3.0 * z_test, T))
+    after = softmax(ts.apply_temperature(3.0 * z_test, T))
     level = _calibrated_ece_level(after.max(axis=1), 15)
     ratio_after = cal.ece(after, y_test, 15).ece / level
     ratio_before = cal.ece(before, y_test, 15).ece / _calibrated_ece_level(before.max(axis=1), 15)

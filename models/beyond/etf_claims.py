@@ -1,7 +1,7 @@
 """Ledger rows ETF1-ETF6: the fixed simplex-ETF head (Zhu et al., NeurIPS 2021, "A geometric
 analysis of neural collapse with unconstrained features"), float64.
 
-Head (``engine.layers.SimplexETFHead``, docs/claims.md): logits y = s x W^T + b with the
+Head (``lastlayer.engine.layers.SimplexETFHead``, docs/claims.md): logits y = s x W^T + b with the
 fixed classifier
 
     W^T = sqrt(C / (C - 1)) P (I_C - 1 1^T / C),     P (d, C),  P^T P = I_C (d >= C)
@@ -27,10 +27,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine import Dense, Network, ReLU
-from engine.layers import SimplexETFHead
-from engine.training import init_train_state, train
-from engine.training.data import digits
+from lastlayer.engine import Dense, Network, ReLU
+from lastlayer.engine.layers import SimplexETFHead
+from lastlayer.engine.training import init_train_state, train
+from lastlayer.engine.training.data import digits
 
 from ..ledger import FAIL, PASS, Check, Outcome, at_most
 from ..papers.fixed_classifier import protocol

@@ -1,11 +1,12 @@
-"""Ledger rows LA1-LA6: the exact last-layer Laplace (engine.solvers.laplace) against
-independent computations (MacKay 1992; Daxberger et al., "Laplace Redux", NeurIPS 2021).
+"""Ledger rows LA1-LA6: the exact last-layer Laplace
+(lastlayer.engine.solvers.laplace.posterior) against independent computations (MacKay 1992;
+Daxberger et al., "Laplace Redux", NeurIPS 2021).
 
 Every row builds its reference here, from the definitions: the per-sample Jacobian J_i of
 the logits written out entry by entry in the engine's parameter order [vec(W) row by row;
 b], the softmax Hessians A_i, dense inverses and log-determinants, the textbook Bayesian
 linear regression, the Gaussian marginal likelihood, Gauss-Hermite quadrature. Data come
-from engine.streams.stream(0, "beyond-data", counter), float64, one BLAS thread.
+from lastlayer.engine.streams.stream(0, "beyond-data", counter), float64, one BLAS thread.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
-from engine.solvers import laplace as la_mod  # the module: the tests' mutations reach it
-from engine.solvers.ridge import ridge
-from engine.solvers.softmax_regression import fit_softmax_regression
-from engine.streams import stream
+from lastlayer.engine.solvers.laplace import posterior as la_mod  # the module: the tests' mutations reach it
+from lastlayer.engine.solvers.exact.ridge import ridge
+from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
+from lastlayer.engine.streams import stream
 
 from ..ledger import DIFFERS, FAIL, Check, Outcome, at_most
 from .laplace_reference import (

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.solvers.softmax_regression import fit_softmax_regression
-from engine.streams import stream
+from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
+from lastlayer.engine.streams import stream
 
 
 def _rel(a, b) -> float:

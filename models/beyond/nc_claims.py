@@ -1,6 +1,7 @@
-"""Ledger rows NC: the neural-collapse metrics of ``engine.solvers.neural_collapse`` (Papyan,
-Han & Donoho, PNAS 2020; the CDNV of Galanti et al., ICLR 2022) checked on features built to
-have known values, streamed against in memory, and measured over the training of a CNN.
+"""Ledger rows NC: the neural-collapse metrics of
+``lastlayer.engine.solvers.diagnostics.neural_collapse`` (Papyan, Han & Donoho, PNAS 2020;
+the CDNV of Galanti et al., ICLR 2022) checked on features built to have known values,
+streamed against in memory, and measured over the training of a CNN.
 
 Constructed features (every draw from ``stream(seed, "beyond-data", NC_STREAM, k)``): U
 (d, C) has orthonormal columns (a random orthogonal matrix's first C), the simplex ETF is
@@ -46,13 +47,13 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from engine import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, optim
-from engine.optim.schedules import StepDecay
-from engine.solvers.neural_collapse import neural_collapse
-from engine.solvers.sources import ArraySource
-from engine.streams import stream
-from engine.training import evaluate, init_train_state, train
-from engine.training.data import digits
+from lastlayer.engine import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, optim
+from lastlayer.engine.optim.schedules import StepDecay
+from lastlayer.engine.solvers.diagnostics.neural_collapse import neural_collapse
+from lastlayer.engine.solvers.streaming.sources import ArraySource
+from lastlayer.engine.streams import stream
+from lastlayer.engine.training import evaluate, init_train_state, train
+from lastlayer.engine.training.data import digits
 
 from ..ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most
 

@@ -10,6 +10,6 @@ figure, results.h5 and report.md.
 * ``report``: the tables, the paired tests, results.h5's tree and the figure;
 * ``study``: settings (full and --quick), the loop over tasks and seeds, ``run``.
 
-The strategies call the papers' own procedures (``models.papers.*.method``): the study is
+The strategies call the papers' own procedures (``lastlayer.models.papers.*.method``): the study is
 not a paper, so it may use all five.
 """

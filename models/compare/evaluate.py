@@ -12,9 +12,9 @@ three ways (``VARIANTS``):
 
 * "plain": softmax(z);
 * "ts": temperature scaling, T fitted on the held-out validation rows by the exact 1-D
-  minimisation of their NLL (Guo et al. 2017; ``engine.solvers.calibration``);
+  minimisation of their NLL (Guo et al. 2017; ``lastlayer.engine.solvers.diagnostics.calibration``);
 * "laplace": the last-layer Laplace predictive (probit approximation, MacKay 1992) around
-  (W, b) with the Hessian of the summed training CE (``engine.solvers.LastLayerLaplace``,
+  (W, b) with the Hessian of the summed training CE (``lastlayer.engine.solvers.LastLayerLaplace``,
   the full matrix: C (d + 1) = 650 parameters); prior precisions tau_w (weights) and tau_b
   (bias) chosen by the closed-form Laplace evidence, the MAP kept fixed (post-hoc, as
   laplace-torch does);
@@ -27,9 +27,10 @@ trained, so (W, b) is not a mode of J there; the Laplace is centred on it all th
 which is what a user applying it to such a network gets.
 
 And two properties of the head and its features, the same for the three variants:
-lambda_max, the largest eigenvalue of the Hessian of the mean training CE in (W, b)
-(lam = 0; Lanczos, ``engine.solvers.top_eigenpairs``), and NC1 = Tr(Sigma_W Sigma_B^+) / C
-of the training features (Papyan et al. 2020; ``engine.solvers.neural_collapse``).
+lambda_max, the largest eigenvalue of the Hessian of the mean training CE in (W, b) (lam =
+0; Lanczos, ``lastlayer.engine.solvers.top_eigenpairs``), and NC1 = Tr(Sigma_W Sigma_B^+) /
+C of the training features (Papyan et al. 2020;
+``lastlayer.engine.solvers.diagnostics.neural_collapse``).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import warnings
 
 import numpy as np
 
-from engine import Dense, L2Normalize
-from engine.losses import softmax
-from engine.solvers import top_eigenpairs
+from lastlayer.engine import Dense, L2Normalize
+from lastlayer.engine.losses import softmax
+from lastlayer.engine.solvers import top_eigenpairs
 
 from .strategies import Trained, head_features
 
@@ -81,7 +82,7 @@ def linear_head(trained: Trained, x: np.ndarray):
 
 
 def _scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from engine.solvers.calibration import brier, ece, nll
+    from lastlayer.engine.solvers.diagnostics.calibration import brier, ece, nll
 
     return {"error": 100.0 * float(np.mean(probs.argmax(axis=1) != labels)),
             "nll": nll(probs, labels, inputs="probs"),
@@ -94,9 +95,10 @@ def measure(trained: Trained, x_val: np.ndarray, y_val: np.ndarray, lam: float) 
     temperature and the Laplace prior precisions} (module docstring). ``lam``: the L2
     coefficient of the head's training; the evidence search starts at tau_w = 2 N lam, the
     prior under which a head trained on J with lam is a mode, and tau_b = 1."""
-    from engine.solvers.calibration import CalibrationWarning, apply_temperature, fit_temperature
-    from engine.solvers.laplace import LastLayerLaplace, tau_from_lam
-    from engine.solvers.neural_collapse import neural_collapse
+    from lastlayer.engine.solvers.diagnostics.calibration import CalibrationWarning
+    from lastlayer.engine.solvers.diagnostics.temperature import apply_temperature, fit_temperature
+    from lastlayer.engine.solvers.laplace.posterior import LastLayerLaplace, tau_from_lam
+    from lastlayer.engine.solvers.diagnostics.neural_collapse import neural_collapse
 
     data = trained.data
     phi_tr, W, b = linear_head(trained, data.x_train)

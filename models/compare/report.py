@@ -5,7 +5,7 @@ the figure.
 Comparisons: each strategy minus the baseline of its table (``learned`` for the strategies
 trained on the task, ``transfer-base`` for transfer), paired by seed, within one variant
 (plain with plain, temperature-scaled with temperature-scaled, Laplace with Laplace). The
-p-values are those of the paired t-test (``models.experiment.paired``), Holm-corrected
+p-values are those of the paired t-test (``lastlayer.models.experiment.paired``), Holm-corrected
 (Holm 1979) over the family of one table, one metric and one task: with m defined p-values
 sorted p_(1) <= ... <= p_(m), p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
 """

@@ -12,9 +12,9 @@ learned            the baseline: a Dense head trained with the body
 post-sgd           learned, then ``post`` head-only SGD updates on the frozen features at the
                    training's initial rate LR (Moreau & Audiffren 2017's post-training)
 post-exact         learned, then the head replaced by the exact optimum of J on the features
-                   (their eq. 4; Newton, ``engine.solvers.fit_softmax_regression``)
-hadamard           a fixed Hadamard head (Hoffer et al. 2018; ``engine.HadamardHead``)
-etf                a fixed simplex-ETF head (Zhu et al. 2021; ``engine.layers.SimplexETFHead``)
+                   (their eq. 4; Newton, ``lastlayer.engine.solvers.fit_softmax_regression``)
+hadamard           a fixed Hadamard head (Hoffer et al. 2018; ``lastlayer.engine.HadamardHead``)
+etf                a fixed simplex-ETF head (Zhu et al. 2021; ``lastlayer.engine.layers.SimplexETFHead``)
 layca              Layca around SGD (Carbonnelle & De Vleeschouwer; rate ``optim.DEFAULT_RATES``)
 pof                SAM (rho 0.05) for the budget, then ``post`` PoF updates of the feature
                    extractor (Sato et al. 2022; the exact line search, gamma ~ U[0, 2])
@@ -40,10 +40,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine import Dense, HadamardHead, Network, optim
-from engine.solvers import fit_softmax_regression
-from engine.training import Dataset, init_train_state, sam_gradient, train
-from engine.training.networks import cnn, mlp
+from lastlayer.engine import Dense, HadamardHead, Network, optim
+from lastlayer.engine.solvers import fit_softmax_regression
+from lastlayer.engine.training import Dataset, init_train_state, sam_gradient, train
+from lastlayer.engine.training.networks import cnn, mlp
 
 from ..papers.entame.method import RECIPES, fine_tune, transplant
 from ..papers.layca.method import update_rule
@@ -105,7 +105,7 @@ def network(data: Dataset, head: str = "dense", n_classes: int | None = None,
     elif head == "hadamard":
         last = HadamardHead(64, c)
     elif head == "etf":
-        from engine.layers import SimplexETFHead
+        from lastlayer.engine.layers import SimplexETFHead
 
         last = SimplexETFHead(64, c, seed=seed)
     else:
@@ -187,7 +187,7 @@ def split_validation(data: Dataset, seed: int = 0) -> tuple[Dataset, np.ndarray,
     """(data without its validation rows, x_val, y_val): the last ``VALIDATION_FRACTION`` of
     a fixed permutation of the training rows (stream ("split", seed, 1)), never trained on;
     temperature scaling is fitted there."""
-    from engine import stream
+    from lastlayer.engine import stream
 
     n = len(data.x_train)
     order = stream(seed, "split", 1).permutation(n)

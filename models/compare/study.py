@@ -1,6 +1,6 @@
 """The study of ``lastlayer compare``: every strategy of ``strategies`` on the same tasks,
 networks, budgets and seeds, measured by ``evaluate``; results.h5, report.md and
-fig_compare.png through ``models.experiment.reproduce``.
+fig_compare.png through ``lastlayer.models.experiment.reproduce``.
 
 Seed k draws, for every strategy alike, the body's initialisation and the mini-batches
 (streams ("init", k) and ("epoch", k) of the training loop), so that differences to the
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.training.data import load
+from lastlayer.engine.training.data import load
 
 from .. import experiment
 from . import report

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.gradcheck import check_layer
+from lastlayer.engine.gradcheck import check_layer
 
 __all__ = ["Failed", "LearnerError", "Learner", "loaded", "Outcome", "within", "ok", "Check",
            "Result", "run_checks", "worst", "hinted", "relation", "checked_forward", "Gradients",
@@ -241,7 +241,7 @@ def checked_forward(learner: Learner, layer, name: str, params: dict, x: np.ndar
 
 
 class Gradients(NamedTuple):
-    errors: dict  # tensor -> relative error of engine.gradcheck.check_layer ("x" first)
+    errors: dict  # tensor -> relative error of lastlayer.engine.gradcheck.check_layer ("x" first)
     dy: np.ndarray  # an upstream gradient, and what the learner's backward made of it:
     dx: np.ndarray
     grads: dict
@@ -250,7 +250,7 @@ class Gradients(NamedTuple):
 def layer_gradients(learner: Learner, layer, name: str, params: dict, x: np.ndarray,
                     y_shape: tuple) -> Gradients:
     """One forward and backward, checked for their contracts (shapes, the keys of the
-    gradients, no input modified), then ``engine.gradcheck.check_layer``."""
+    gradients, no input modified), then ``lastlayer.engine.gradcheck.check_layer``."""
     _, cache = checked_forward(learner, layer, name, params, x, y_shape)
     dy = np.random.default_rng(1).standard_normal(y_shape)
     dy_before = dy.copy()

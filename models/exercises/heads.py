@@ -2,21 +2,22 @@
 
 ridge-head is checked where its answer is exact: the gradient of J at the learner's W must
 vanish (stationarity, measured relative to the gradient at W = 0), and W must agree with
-``engine.solvers.ridge``. When W is the minimiser for another lam, the checker finds that
-lam from the stationarity condition, (1/N) (Phi W^T - Y)^T Phi + lam' W = 0, and names the
-slip (lam / N: the N of the mean convention left off the diagonal). softmax-ce is checked
-against ``engine.losses.softmax_cross_entropy``, with ``engine.gradcheck.check_loss``, and
-on logits of size 1000, where an unstable exp overflows.
+``lastlayer.engine.solvers.exact.ridge``. When W is the minimiser for another lam, the
+checker finds that lam from the stationarity condition, (1/N) (Phi W^T - Y)^T Phi + lam' W =
+0, and names the slip (lam / N: the N of the mean convention left off the diagonal).
+softmax-ce is checked against ``lastlayer.engine.losses.softmax_cross_entropy``, with
+``lastlayer.engine.gradcheck.check_loss``, and on logits of size 1000, where an unstable exp
+overflows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.gradcheck import check_loss, relative_error
-from engine.gradcheck.cases import LAYER_TOL
-from engine.losses import softmax_cross_entropy
-from engine.solvers.ridge import ridge, ridge_gradient
+from lastlayer.engine.gradcheck import check_loss, relative_error
+from lastlayer.engine.gradcheck.cases import LAYER_TOL
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.solvers.exact.ridge import ridge, ridge_gradient
 
 from .checking import (Check, Failed, Learner, LearnerError, hinted, ok, relation, within,
                        worst)
@@ -135,7 +136,7 @@ def _ridge_engine(learner: Learner):
 RIDGE_HEAD = [
     Check("fit returns W", _ridge_shape),
     Check("stationarity: dJ/dW = 0 at your W", _ridge_stationary),
-    Check("W against engine.solvers.ridge", _ridge_engine),
+    Check("W against lastlayer.engine.solvers.exact.ridge", _ridge_engine),
 ]
 
 
@@ -188,7 +189,7 @@ def _ce_loss(learner: Learner):
         hints[where] = _mean_hint(np.array(loss), np.array(want), shape[0])
     error, where = worst(errors)
     return within(error, 1e-12, hint=hinted(where, hints[where]),
-                  note="against engine.losses.softmax_cross_entropy, batches of 5, 1 and 6")
+                  note="against lastlayer.engine.losses.softmax_cross_entropy, batches of 5, 1 and 6")
 
 
 def _ce_gradient(learner: Learner):

@@ -3,7 +3,7 @@
 Each is a list of ``Check``: the layer protocol (a frozen dataclass derived from ``Layer``),
 the shape contract (``output_shape``), forward against a closed form or a direct sum
 written here, and backward through the engine's own gradient check
-(``engine.gradcheck.check_layer``, tolerance ``LAYER_TOL``), one line per tensor, with a
+(``lastlayer.engine.gradcheck.check_layer``, tolerance ``LAYER_TOL``), one line per tensor, with a
 hint computed from the right gradient when the wrong one is simply related to it.
 """
 
@@ -13,9 +13,9 @@ import dataclasses
 
 import numpy as np
 
-from engine.gradcheck import relative_error
-from engine.gradcheck.cases import LAYER_TOL, away_from_zero
-from engine.layers.base import Layer
+from lastlayer.engine.gradcheck import relative_error
+from lastlayer.engine.gradcheck.cases import LAYER_TOL, away_from_zero
+from lastlayer.engine.layers.base import Layer
 
 from .checking import (Check, Failed, Learner, checked_forward, hinted, layer_gradients, ok,
                        relation, within, worst)
@@ -28,7 +28,7 @@ def is_layer_class(learner: Learner, name: str, frozen: bool = False):
     frozen dataclass: only the protocol's own check asks, so that the others still run)."""
     cls = learner.get(name)
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
-        raise Failed(f"{name} must be a class derived from engine.layers.base.Layer")
+        raise Failed(f"{name} must be a class derived from lastlayer.engine.layers.base.Layer")
     if frozen and (not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen):
         raise Failed(f"{name} must be a frozen dataclass, @dataclass(frozen=True): a layer "
                      f"holds hyper-parameters only (docs/design.md, Protocol 1)")

@@ -48,10 +48,10 @@ class Paper:
     def reproduce(self, out: Path, *, quick: bool = False, seeds: int | None = None,
                   quiet: bool = False) -> Path:
         """Run ``lastlayer reproduce NAME``: results.h5, report.md and figures in ``out``.
-        Every reproduction runs with one BLAS and one Numba thread (``engine.threads``): its
+        Every reproduction runs with one BLAS and one Numba thread (``lastlayer.engine.threads``): its
         matrices are small, a second thread gains nothing there and thrashes on a shared
         machine, and the numbers then never depend on the machine's core count."""
-        from engine.threads import thread_limits
+        from lastlayer.engine.threads import thread_limits
 
         module = importlib.import_module(f"{self.package}.reproduce")
         with thread_limits(threads=1):
@@ -79,7 +79,7 @@ def paper(name: str) -> Paper:
 def all_checks() -> list[Check]:
     """Every ledger row in the order ``lastlayer verify`` prints them: the engine's
     gradients (G), each paper's rows in registry order, then the topics beyond the papers
-    (``models.beyond``: NC, ETF, LA, CAL)."""
+    (``lastlayer.models.beyond``: NC, ETF, LA, CAL)."""
     from ..beyond import checks as beyond_checks
 
     return engine_checks() + [check for p in PAPERS for check in p.checks()] + beyond_checks()

@@ -1,9 +1,10 @@
 """A test double of CuPy: NumPy arrays that refuse to mix with NumPy, as CuPy's do.
 
-The engine never imports CuPy; it asks ``engine.backend.array_module`` for the namespace of
-its inputs, which returns ``sys.modules["cupy"]`` when they are ``cupy.ndarray`` instances.
-Registering ``make_module()`` there (``install(monkeypatch)``) therefore sends every array
-of the type ``FakeDeviceArray`` down the engine's device path, on a machine without a GPU.
+The engine never imports CuPy; it asks ``lastlayer.engine.backend.array_module`` for the
+namespace of its inputs, which returns ``sys.modules["cupy"]`` when they are
+``cupy.ndarray`` instances. Registering ``make_module()`` there (``install(monkeypatch)``)
+therefore sends every array of the type ``FakeDeviceArray`` down the engine's device path,
+on a machine without a GPU.
 
 What the double refuses, as CuPy does (a TypeError each time):
 
@@ -17,7 +18,7 @@ What the double refuses, as CuPy does (a TypeError each time):
 
 Stricter than CuPy, on purpose: a ``numpy.ndarray`` used as an index or assigned into a
 device array (``a[h_idx]``, ``a[k] = h``) is refused too. CuPy copies it to the device
-silently; the engine's rule (``engine.backend``) is that host-device copies are explicit,
+silently; the engine's rule (``lastlayer.engine.backend``) is that host-device copies are explicit,
 so a NumPy array reaching a device array that way is a finding, not a convenience.
 
 Allowed, as in CuPy: Python and NumPy scalars as operands (``a * 2``, ``a / np.float64(3)``);
@@ -33,8 +34,8 @@ NumPy: the tests compare the two exactly.
 The namespace is an explicit list (``FUNCTIONS``, ``LINALG``, ``DTYPES``) of names that
 real CuPy has; a name the engine starts to use that is not listed is an AttributeError, and
 is added here after checking that CuPy has it. ``cupy.random`` and ``cupy.cuda`` are not
-provided: the engine draws on the host (``engine.streams``) and only ``kernels`` touches
-CUDA (the tests stub the CUDA entry points they reach, e.g. ``kernels.fwht_cuda.fwht``).
+provided: the engine draws on the host (``lastlayer.engine.streams``) and only ``kernels`` touches
+CUDA (the tests stub the CUDA entry points they reach, e.g. ``lastlayer.kernels.fwht_cuda.fwht``).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ _DEVICE = FakeDevice()
 
 def _refuse(where: str) -> TypeError:
     return TypeError(f"{where}: a numpy.ndarray met a device array (FakeDeviceArray); CuPy "
-                     f"refuses this too: move it explicitly (cupy.asarray / engine.backend.to_device)")
+                     f"refuses this too: move it explicitly (cupy.asarray / lastlayer.engine.backend.to_device)")
 
 
 def _unwrap(x: Any, where: str) -> Any:

@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from engine.backend import array_module, to_device, to_numpy
+from lastlayer.engine.backend import array_module, to_device, to_numpy
 
 
 def test_numpy_arrays_select_numpy():
@@ -33,7 +33,7 @@ def test_cupy_arrays_select_cupy_and_mixing_devices_is_an_error(monkeypatch):
 
 
 def test_engine_import_does_not_import_cupy():
-    code = "import sys, engine, models.cli; print('cupy' in sys.modules)"
+    code = "import sys, engine, lastlayer.models.cli; print('cupy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

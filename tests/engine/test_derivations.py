@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import engine.layers
-import engine.losses
-from engine.layers import Dense, Layer, Tanh
+import lastlayer.engine.layers
+import lastlayer.engine.losses
+from lastlayer.engine.layers import Dense, Layer, Tanh
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "derivations.md"
@@ -46,8 +46,8 @@ def run_check(name: str) -> None:
 
 
 def test_every_layer_class_and_loss_has_a_check_block():
-    layers = {name for name in engine.layers.__all__
-              if isinstance(cls := getattr(engine.layers, name), type)
+    layers = {name for name in lastlayer.engine.layers.__all__
+              if isinstance(cls := getattr(lastlayer.engine.layers, name), type)
               and issubclass(cls, Layer) and cls is not Layer}
     found = checks()
     assert layers | set(LOSSES) <= set(found), f"no check block for {layers - set(found)}"
@@ -65,16 +65,16 @@ def _dense_dw_off_by_1e_12(self, params, cache, dy, _backward=Dense.backward):
     return dx, {**grads, "W": grads["W"] * (1 + 1e-12)}
 
 
-def _textbook_cross_entropy(logits, targets, _loss=engine.losses.softmax_cross_entropy):
+def _textbook_cross_entropy(logits, targets, _loss=lastlayer.engine.losses.softmax_cross_entropy):
     loss, dz = _loss(logits, targets)
     if targets.ndim == 2:  # (p - t) / N, wrong for rows that do not sum to 1
-        dz = (engine.losses.softmax(logits) - targets) / logits.shape[0]
+        dz = (lastlayer.engine.losses.softmax(logits) - targets) / logits.shape[0]
     return loss, dz
 
 
 MUTATIONS = [("Tanh", Tanh, "backward", _tanh_1_minus_y),
              ("Dense", Dense, "backward", _dense_dw_off_by_1e_12),
-             ("softmax_cross_entropy", engine.losses, "softmax_cross_entropy",
+             ("softmax_cross_entropy", lastlayer.engine.losses, "softmax_cross_entropy",
               _textbook_cross_entropy)]
 
 

@@ -2,14 +2,14 @@
 training run on ``tests/engine/fake_cupy.py``'s CuPy double, compared bit for bit with NumPy.
 
 The double is registered as the ``cupy`` module for each test (the ``cp`` fixture), so
-``engine.backend.array_module`` sends its arrays down the engine's device path. It refuses
+``lastlayer.engine.backend.array_module`` sends its arrays down the engine's device path. It refuses
 what CuPy refuses (implicit conversion to NumPy, NumPy operands), so a NumPy-only call in
 that path (``np.zeros`` where ``xp.zeros`` is meant, a host mask multiplied into a device
 array) is a TypeError here. The same NumPy operations run underneath, in the same order,
 so every result must equal the plain NumPy run exactly (float64 throughout).
 
-CUDA kernels (``kernels``) are out of the double's reach: ``kernels.fwht`` routes a CuPy
-array to ``kernels.fwht_cuda.fwht``, which the fixture replaces by a double that checks
+CUDA kernels (``kernels``) are out of the double's reach: ``lastlayer.kernels.fwht`` routes a CuPy
+array to ``lastlayer.kernels.fwht_cuda.fwht``, which the fixture replaces by a double that checks
 its arguments are device arrays, records the call and runs the CPU transform on the
 wrapped arrays. Layca's fused CUDA step is not run (no Layca optimizer here).
 """
@@ -21,18 +21,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-import engine.layers
-from engine import losses
-from engine.backend import array_module, to_device
-from engine.gradcheck.cases import LAYER_CASES
-from engine.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, HadamardHead, Layer,
+import lastlayer.engine.layers
+from lastlayer.engine import losses
+from lastlayer.engine.backend import array_module, to_device
+from lastlayer.engine.gradcheck.cases import LAYER_CASES
+from lastlayer.engine.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, HadamardHead, Layer,
                            MaxPool2D, OrthogonalHead, ReLU)
-from engine.network import Network
-from engine.optim import adam, kernel_layer_index, kernel_mask, momentum, rotation_monitor
-from engine.optim.layca import layca
-from engine.optim.transforms import scale_by_momentum
-from engine.training import init_train_state, sam_gradient, train
-from engine.training.data import digits
+from lastlayer.engine.network import Network
+from lastlayer.engine.optim import adam, kernel_layer_index, kernel_mask, momentum, rotation_monitor
+from lastlayer.engine.optim.layca import layca
+from lastlayer.engine.optim.transforms import scale_by_momentum
+from lastlayer.engine.training import init_train_state, sam_gradient, train
+from lastlayer.engine.training.data import digits
 
 from . import fake_cupy
 from .fake_cupy import FakeDeviceArray, device_leaves, host_leaves
@@ -40,11 +40,11 @@ from .fake_cupy import FakeDeviceArray, device_leaves, host_leaves
 
 @pytest.fixture
 def cp(monkeypatch):
-    """The double as ``sys.modules["cupy"]``, with ``kernels.fwht_cuda.fwht`` replaced by a
+    """The double as ``sys.modules["cupy"]``, with ``lastlayer.kernels.fwht_cuda.fwht`` replaced by a
     stand-in that checks its arguments (``cp.fwht_calls`` records each call)."""
     module = fake_cupy.install(monkeypatch)
-    from kernels import fwht_cuda
-    from kernels.fwht_cpu import fwht_inplace
+    from lastlayer.kernels import fwht_cuda
+    from lastlayer.kernels.fwht_cpu import fwht_inplace
 
     calls = []
 
@@ -153,7 +153,7 @@ CASES += [(name, layer, shape, lambda rng, s: rng.standard_normal(s), True, Fals
 
 
 def test_every_layer_class_has_a_case():
-    classes = {getattr(engine.layers, n) for n in engine.layers.__all__}
+    classes = {getattr(lastlayer.engine.layers, n) for n in lastlayer.engine.layers.__all__}
     layers = {c for c in classes if isinstance(c, type) and issubclass(c, Layer) and c is not Layer}
     assert layers == {type(case[1]) for case in CASES}
 
@@ -273,7 +273,7 @@ def _optimizer(kind: str, net: Network, params: list):
 
 @pytest.mark.parametrize("kind", ["momentum", "sam-adam", "layca-unfused"])
 def test_cnn_training_on_the_device_is_bit_identical(cp, kind):
-    """engine.training.train on device parameters: the (host) dataset follows them to the
+    """lastlayer.engine.training.train on device parameters: the (host) dataset follows them to the
     device, and the run gives exactly the parameters, statistics, optimizer state and
     history of the NumPy run."""
     data = digits(images=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from engine import Dense, Network, ReLU, Tanh, softmax_cross_entropy
-from engine.gradcheck import (
+from lastlayer.engine import Dense, Network, ReLU, Tanh, softmax_cross_entropy
+from lastlayer.engine.gradcheck import (
     check_layer,
     check_loss,
     check_network,

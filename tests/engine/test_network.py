@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import (
+from lastlayer.engine import (
     BatchNorm,
     Conv2D,
     Dense,
@@ -17,7 +17,7 @@ from engine import (
     Tanh,
     softmax_cross_entropy,
 )
-from engine.gradcheck.cases import NETWORK_TOL, network_case
+from lastlayer.engine.gradcheck.cases import NETWORK_TOL, network_case
 
 
 def mlp():

@@ -1,4 +1,4 @@
-"""Thread counts chosen by problem size (engine.threads), overrides respected."""
+"""Thread counts chosen by problem size (lastlayer.engine.threads), overrides respected."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numba
 import pytest
 from threadpoolctl import threadpool_info
 
-from engine import threads
-from engine.threads import SECOND_THREAD_FLOPS, thread_limits, threads_for
+from lastlayer.engine import threads
+from lastlayer.engine.threads import SECOND_THREAD_FLOPS, thread_limits, threads_for
 
 
 def blas_threads() -> set[int]:

@@ -1,4 +1,5 @@
-"""kernels.fwht on the CPU: exactness, layouts, in-place use, the multi-block paths, errors."""
+"""lastlayer.kernels.fwht on the CPU: exactness, layouts, in-place use, the multi-block
+paths, errors."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from kernels import config, fwht
-from kernels.fwht_reference import fwht_reference
-from kernels.hadamard import dense_hadamard, hadamard_entry, hadamard_rows, next_power_of_two
+from lastlayer.kernels import config, fwht
+from lastlayer.kernels.fwht_reference import fwht_reference
+from lastlayer.kernels.hadamard import dense_hadamard, hadamard_entry, hadamard_rows, next_power_of_two
 
 
 def pm1(rng, shape, dtype=np.float64):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import config, device
-from kernels.fwht_cuda import fwht_device
-from kernels.fwht_reference import fwht_reference
+from lastlayer.kernels import config, device
+from lastlayer.kernels.fwht_cuda import fwht_device
+from lastlayer.kernels.fwht_reference import fwht_reference
 
 from .cuda_env import skip_without_gpu
 
@@ -124,7 +124,7 @@ def test_without_a_device_the_error_says_so(monkeypatch):
         fwht_device(np.ones((1, 8)))
 
 
-# ---- on a real GPU, through the public kernels.fwht with CuPy arrays ----
+# ---- on a real GPU, through the public lastlayer.kernels.fwht with CuPy arrays ----
 
 
 @pytest.mark.gpu
@@ -135,7 +135,7 @@ def test_gpu_matches_cpu_at_default_tunables(log2_n, dtype):
     # +-1 inputs: both results are exact integers (|y| <= n <= 2^24), so they must agree
     import cupy
 
-    from kernels.fwht import fwht
+    from lastlayer.kernels.fwht import fwht
 
     n = 1 << log2_n
     x = np.random.default_rng(log2_n).choice([-1.0, 1.0], size=(max(1, (1 << 22) // n), n))
@@ -150,7 +150,7 @@ def test_gpu_matches_cpu_at_default_tunables(log2_n, dtype):
 def test_gpu_out_argument_and_layouts():
     import cupy
 
-    from kernels.fwht import fwht
+    from lastlayer.kernels.fwht import fwht
 
     n = 1 << 13  # longer than a block's shared memory at the default tunables
     host = np.random.default_rng(0).standard_normal((2, 3, 2 * n))

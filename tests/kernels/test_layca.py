@@ -1,7 +1,7 @@
-"""kernels.layca on the CPU: the unfused reference (kernels.layca_reference) against a direct
-transcription of Algorithm 1, and the fused two-pass Layca update against the reference:
-the many-tensor call, norm kept, angle arctan(rho), degenerate steps, the cancellation
-fallback, layouts and errors."""
+"""lastlayer.kernels.layca on the CPU: the unfused reference
+(lastlayer.kernels.layca_reference) against a direct transcription of Algorithm 1, and the
+fused two-pass Layca update against the reference: the many-tensor call, norm kept, angle
+arctan(rho), degenerate steps, the cancellation fallback, layouts and errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numba
 import numpy as np
 import pytest
 
-from kernels import config
-from kernels.layca import LaycaInfo, layca_update, layca_update_many
-from kernels.layca_reference import layca_reference
+from lastlayer.kernels import config
+from lastlayer.kernels.layca import LaycaInfo, layca_update, layca_update_many
+from lastlayer.kernels.layca_reference import layca_reference
 
 SHAPES = [(1,), (2,), (7,), (3, 5), (64, 3, 3, 3), (1001,), (33, 129)]
 TOL = {np.float64: 1e-12, np.float32: 1e-6}

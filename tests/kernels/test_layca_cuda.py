@@ -1,5 +1,5 @@
-"""The Numba-CUDA Layca passes (kernels/layca_cuda.py), through the public kernels.layca API,
-against the NumPy reference and the CPU kernels.
+"""The Numba-CUDA Layca passes (kernels/layca_cuda.py), through the public
+lastlayer.kernels.layca API, against the NumPy reference and the CPU kernels.
 
 Without a GPU these run on Numba's CUDA simulator (tests/conftest.py sets
 NUMBA_ENABLE_CUDASIM=1 before Numba is imported) on Numba device arrays: sizes stay tiny and
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from kernels import config, device
-from kernels.layca import LaycaInfo, layca_update, layca_update_many
-from kernels.layca_reference import layca_reference
+from lastlayer.kernels import config, device
+from lastlayer.kernels.layca import LaycaInfo, layca_update, layca_update_many
+from lastlayer.kernels.layca_reference import layca_reference
 
 from .cuda_env import skip_without_gpu
 

@@ -1,6 +1,6 @@
 """Numba's cache of the compiled kernels lives in a per-user folder, never inside the
-package: after ``pip install .`` a ``site-packages/kernels/__pycache__`` of Numba files
-(which pip does not own) outlives an uninstall and shadows a later editable install."""
+package: after ``pip install .`` a ``site-packages/lastlayer/kernels/__pycache__`` of Numba
+files (which pip does not own) outlives an uninstall and shadows a later editable install."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ from pathlib import Path
 import numba
 from numba.core.caching import NullCache
 
-import kernels
-from kernels.numba_cache import user_cache_dir
+import lastlayer.kernels
+from lastlayer.kernels.numba_cache import user_cache_dir
 
-PACKAGE = Path(kernels.__file__).resolve().parent
+PACKAGE = Path(lastlayer.kernels.__file__).resolve().parent
 
 
 def _cached_dispatchers():
     """(module, name, dispatcher) of every Numba function with ``cache=True`` in kernels/."""
-    for info in pkgutil.iter_modules(kernels.__path__):
+    for info in pkgutil.iter_modules(lastlayer.kernels.__path__):
         if "cuda" in info.name:  # CUDA kernels compile for the device and cache nothing
             continue
-        module = importlib.import_module(f"kernels.{info.name}")
+        module = importlib.import_module(f"lastlayer.kernels.{info.name}")
         for name, obj in vars(module).items():
             cache = getattr(obj, "_cache", None)
             if isinstance(obj, numba.core.dispatcher.Dispatcher) and not isinstance(cache, NullCache):
@@ -45,8 +45,8 @@ def test_every_cached_kernel_keeps_its_cache_outside_the_package():
 def test_the_cache_files_appear_in_the_user_folder_and_numba_is_left_as_it_was(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path)
-    code = ("import numba.core.config as c; before = c.CACHE_DIR; import numpy as np, kernels; "
-            "kernels.fwht(np.ones((2, 8))); assert c.CACHE_DIR == before, c.CACHE_DIR; print('ok')")
+    code = ("import numba.core.config as c; before = c.CACHE_DIR; import numpy as np, lastlayer.kernels; "
+            "lastlayer.kernels.fwht(np.ones((2, 8))); assert c.CACHE_DIR == before, c.CACHE_DIR; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -57,7 +57,7 @@ def test_the_cache_files_appear_in_the_user_folder_and_numba_is_left_as_it_was(t
 
 def test_numba_cache_dir_is_numbas_own_override(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "mine"), "XDG_CACHE_HOME": str(tmp_path / "x")}
-    code = "import numpy as np, kernels; kernels.fwht(np.ones(8)); print('ok')"
+    code = "import numpy as np, lastlayer.kernels; lastlayer.kernels.fwht(np.ones(8)); print('ok')"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr

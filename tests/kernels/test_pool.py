@@ -1,14 +1,15 @@
-"""The compiled max pooling (kernels.maxpool2d) and im2col / col2im against the array formulation the device
-path uses (engine.layers.conv.pool_forward_arrays): the same maxima, the same winners
-(ties and NaN included), the same gradients; and its argument checks."""
+"""The compiled max pooling (lastlayer.kernels.maxpool2d) and im2col / col2im against the
+array formulation the device path uses (lastlayer.engine.layers.conv.pool_forward_arrays):
+the same maxima, the same winners (ties and NaN included), the same gradients; and its
+argument checks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.layers.conv import pool_backward_arrays, pool_forward_arrays
-from kernels import col2im, im2col, maxpool2d, maxpool2d_backward
+from lastlayer.engine.layers.conv import pool_backward_arrays, pool_forward_arrays
+from lastlayer.kernels import col2im, im2col, maxpool2d, maxpool2d_backward
 
 GEOMETRIES = [((2, 2), (2, 2), (3, 4, 26, 26)),  # the CNNs' pools
               ((2, 2), (2, 2), (2, 3, 11, 11)),  # an odd size: the last row and column dropped

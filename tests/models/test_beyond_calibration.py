@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from engine.solvers import calibration as cal
-from models.beyond import calibration_claims as claims
-from models.ledger import FAIL, run_check
+from lastlayer.engine.solvers.diagnostics import calibration as cal
+from lastlayer.engine.solvers.diagnostics import temperature as ts
+from lastlayer.models.beyond import calibration_claims as claims
+from lastlayer.models.ledger import FAIL, run_check
 
 from .papers import assert_row
 
@@ -37,13 +38,13 @@ def fails(*ids):
 
 # ---- the mutations ---------------------------------------------------------------------
 def test_T_for_beta_fails_CAL1_CAL2_CAL5_CAL6(monkeypatch):
-    monkeypatch.setattr(cal, "_temperature", lambda gamma, sigma: gamma / sigma)
+    monkeypatch.setattr(ts, "_temperature", lambda gamma, sigma: gamma / sigma)
     fails("CAL1-slope", "CAL1-neighbours", "CAL2", "CAL5", "CAL6")
 
 
 def test_a_missing_sign_in_the_newton_step_fails_CAL1_newton(monkeypatch):
     # the safeguard still finds the minimiser, by bisection: ~50 evaluations instead of ~8
-    monkeypatch.setattr(cal, "_newton_step",
+    monkeypatch.setattr(ts, "_newton_step",
                         lambda x, g1, g2: x + g1 / g2 if g2 > 0 else math.nan)
     row = run_check(ROW["CAL1-newton"])
     assert row.status == FAIL and row.measured > 40, row
@@ -55,19 +56,19 @@ def test_stopping_newton_early_fails_CAL1_slope(monkeypatch):
         step = g1 / g2 if g2 > 0 else math.nan
         return x if abs(step) < 1e-6 * x else x - step
 
-    monkeypatch.setattr(cal, "_newton_step", loose)
+    monkeypatch.setattr(ts, "_newton_step", loose)
     fails("CAL1-slope")
 
 
 def test_an_uncentred_variance_fails_CAL1_derivatives(monkeypatch):
-    exact = cal._profile
+    exact = ts._profile
 
     def second_moment(u, y, gamma):  # f'' as E_p[u^2] instead of Var_p[u]
         value, slope, _ = exact(u, y, gamma)
         e = np.exp(gamma * u)
         return value, slope, float(((e / e.sum(axis=1, keepdims=True)) * u * u).sum(1).mean())
 
-    monkeypatch.setattr(cal, "_profile", second_moment)
+    monkeypatch.setattr(ts, "_profile", second_moment)
     fails("CAL1-derivatives")
 
 
@@ -111,8 +112,8 @@ def test_log_sum_exp_without_the_shift_fails_CAL4_known(monkeypatch):
 
 def test_vector_scaling_instead_of_a_temperature_fails_CAL5(monkeypatch):
     # one temperature per class (Guo et al.'s vector scaling) can change the argmax
-    exact = cal.apply_temperature
-    monkeypatch.setattr(cal, "apply_temperature",
+    exact = ts.apply_temperature
+    monkeypatch.setattr(ts, "apply_temperature",
                         lambda z, T: exact(z, T) / np.linspace(0.5, 1.5, z.shape[1]))
     row = run_check(ROW["CAL5"])
     assert row.status == FAIL and row.measured > 100, row

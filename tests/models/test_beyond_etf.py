@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from engine.layers import SimplexETFHead
-from engine.streams import stream
-from models.beyond import TOPICS, etf_claims
-from models.ledger import FAIL, PASS, run_check
+from lastlayer.engine.layers import SimplexETFHead
+from lastlayer.engine.streams import stream
+from lastlayer.models.beyond import TOPICS, etf_claims
+from lastlayer.models.ledger import FAIL, PASS, run_check
 
 ROWS = {c.id: c for c in etf_claims.checks()}
 
@@ -102,7 +102,7 @@ def test_ETF5_fails_with_the_all_ones_column(monkeypatch, fresh):
     def project(self, x, p):
         if p is not None:
             return x @ p
-        from kernels import fwht
+        from lastlayer.kernels import fwht
         return fwht(x)[:, :self.n_classes] * (1 / math.sqrt(self.d_in))
 
     monkeypatch.setattr(SimplexETFHead, "_project", project)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.solvers import laplace, laplace_select, laplace_structures
-from engine.solvers.laplace_structures import FullPosterior, KfacPosterior, KronPosterior
-from models.beyond import TOPICS
-from models.beyond import laplace_claims as claims
-from models.ledger import DIFFERS, FAIL, PASS, run_check
+from lastlayer.engine.solvers.laplace import evidence
+from lastlayer.engine.solvers.laplace import posterior as laplace
+from lastlayer.engine.solvers.laplace import structures as laplace_structures
+from lastlayer.engine.solvers.laplace.structures import FullPosterior, KfacPosterior, KronPosterior
+from lastlayer.models.beyond import TOPICS
+from lastlayer.models.beyond import laplace_claims as claims
+from lastlayer.models.ledger import DIFFERS, FAIL, PASS, run_check
 
 ROWS = claims.checks()
 # the measured approximation errors: KFAC against the exact posterior, the multiclass probit
@@ -167,11 +169,11 @@ def test_LA6_fails_when_the_evidence_gradient_is_wrong(monkeypatch):
 
 
 def test_LA6_fails_off_the_optimum(monkeypatch):
-    real = laplace_select.maximize_evidence
+    real = evidence.maximize_evidence
     def nudged(la, **kw):
         opt = real(la, **kw)
         return opt._replace(tau_w=opt.tau_w * (1 + 1e-6))
 
-    monkeypatch.setattr(laplace_select, "maximize_evidence", nudged)
+    monkeypatch.setattr(evidence, "maximize_evidence", nudged)
     out = claims.la6_fixed_point()
     assert out.status == FAIL and out.measured > 1e-9

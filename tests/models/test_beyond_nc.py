@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from models.beyond import nc_claims as claims
-from models.ledger import DIFFERS, FAIL, PASS, run_check
+from lastlayer.models.beyond import nc_claims as claims
+from lastlayer.models.ledger import DIFFERS, FAIL, PASS, run_check
 
-NCM = importlib.import_module("engine.solvers.neural_collapse")
+NCM = importlib.import_module("lastlayer.engine.solvers.diagnostics.neural_collapse")
 ROWS = {check.id: check for check in claims.checks()}
 
 
@@ -27,7 +27,7 @@ def test_ledger_row_passes(row_id):
 
 
 def test_ids_follow_the_topic_prefix():
-    from models.beyond import TOPICS
+    from lastlayer.models.beyond import TOPICS
 
     topic = next(t for t in TOPICS if t.prefix == "NC")
     assert [c.id for c in topic.checks()] == list(ROWS)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import models.cli as cli
-import models.verify_cmd as verify_cmd
-from models.ledger import Check, Outcome
+import lastlayer.models.cli as cli
+import lastlayer.models.cli.verify as verify_cmd
+from lastlayer.models.ledger import Check, Outcome
 
 
 def test_verify_selected_rows_pass_and_write_json(tmp_path, capsys):

@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.training.data import digits
-from models.cli import main
-from models.compare import evaluate, report, strategies, study
+from lastlayer.engine.training.data import digits
+from lastlayer.models.cli import main
+from lastlayer.models.compare import evaluate, report, strategies, study
 
 
 def test_holm_matches_the_step_down_by_hand():

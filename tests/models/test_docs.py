@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import pytest
 
-import models.cli as cli
-from models.papers import all_checks
+import lastlayer.models.cli as cli
+from lastlayer.models.papers import all_checks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,11 +73,11 @@ def test_relative_links_of_the_docs_resolve(tmp_path):
 # pasting them would): ```python blocks are executed (doctest-style when they hold ">>> "
 # lines, checked against a following ```output block when there is one); in shell blocks
 # (```bash / ```text / ```console) every command line is either run (RUN below) or, when it
-# is too long to run here, parsed by models.cli.build_parser() with every flag checked. A
+# is too long to run here, parsed by lastlayer.models.cli.build_parser() with every flag checked. A
 # block or command line that is neither run nor classified here fails the test.
 RUN = "run"
 # Every `lastlayer ...` command line of the docs, by its exact text (`.venv/bin/` prefix and
-# trailing comment removed): RUN, through models.cli.main(argv) in the file's folder, or the
+# trailing comment removed): RUN, through lastlayer.models.cli.main(argv) in the file's folder, or the
 # reason (measured on 2 cores) it is only parsed.
 COMMANDS = {
     "lastlayer verify": "the whole ledger, 133 rows: 32 s",
@@ -87,6 +87,7 @@ COMMANDS = {
     "lastlayer verify --json rows.json": "the whole ledger: 32 s",
     "lastlayer verify --wide": "the whole ledger: 32 s",
     "lastlayer verify --list": RUN,
+    "lastlayer verify --only M2": RUN,
     "lastlayer verify --only M": "3 s of rows that `verify --only G-Conv M C1` runs",
     "lastlayer verify --only H": "9 s",
     "lastlayer verify --only C": "16 s",
@@ -150,10 +151,13 @@ LISTINGS = {
                                    "9.9e-01 (tolerance 1e-07); worst for slope 0.01, x (4, 6); "
                                    "right where x > 0, wrong where x < 0 (there dx = slope dy = "
                                    "0.01 dy)"): "a check's output for a wrong backward",
-    ("README.md", "engine/    layers/ (heads, normalisations, initialisers), losses, network, "
-                  "optim/ (rules,"): "the folder layout",
-    ("docs/design.md", "models/    the papers and the command line                  -> "
-                       "imports engine, kernels"): "the layering of the packages",
+    ("README.md", "M2-primal-dual PASS               measured   4.10e-13  expected            0  "
+                  "tolerance  1.00e-10  ridge closed form (their eqs. 7-8, N lam): primal == "
+                  "dual == SVD == ker~"): "an excerpt of what the first line prints",
+    ("docs/engine.md", "src/lastlayer/  __init__.py (the names a user needs most, __version__), "
+                       "__main__.py"): "the folder layout",
+    ("docs/design.md", "src/lastlayer/  the top package: the names a user needs most, "
+                       "__version__; __main__.py"): "the layering of the packages",
 }
 # The one exempt block: the README's first (the install lines; CI runs them, .ci/run, and
 # tests/models/test_packaging.py checks that it does).

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from models.experiment import (
+from lastlayer.models.experiment import (
     MIN_SEEDS, NAN_AS_COMPUTED, UNDEFINED_CONVENTION, Annotated, format_p, mean_ci, no_interval,
     paired, seeds_note, write_results_h5,
 )

@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-import models.cli as cli
-from engine.solvers import fit_softmax_regression
-from engine.training import evaluate, load, load_checkpoint
-from engine.training.data import Dataset
-from engine.training.networks import cnn, conv_geometry
-from models.features_cmd import CHUNK
+import lastlayer.models.cli as cli
+from lastlayer.engine.solvers import fit_softmax_regression
+from lastlayer.engine.training import evaluate, load, load_checkpoint
+from lastlayer.engine.training.data import Dataset
+from lastlayer.engine.training.networks import cnn, conv_geometry
+from lastlayer.models.cli.features import CHUNK
 
 CNN = ["train", "--data", "digits-images", "--arch", "cnn", "--channels", "4", "--hidden", "16",
        "--iterations", "200", "--seed", "1", "--quiet"]
@@ -86,7 +86,7 @@ def test_head_fit_on_the_features_is_the_exact_optimum_and_eval_shows_both_heads
      "channels: expected one or more widths >= 1"),
 ])
 def test_bad_cnn_settings_are_refused_before_any_work(argv, message, capsys, monkeypatch):
-    import models.train_run as train_run
+    import lastlayer.models.cli.train as train_run
 
     monkeypatch.setattr(train_run, "run", lambda *a, **k: pytest.fail("training started"))
     assert cli.main(argv + ["--quiet"]) == 2
@@ -94,7 +94,7 @@ def test_bad_cnn_settings_are_refused_before_any_work(argv, message, capsys, mon
 
 
 def test_features_refuses_what_it_cannot_do_before_any_work(run, tmp_path, capsys, monkeypatch):
-    import models.features_cmd as features_cmd
+    import lastlayer.models.cli.features as features_cmd
 
     monkeypatch.setattr(features_cmd, "_features", lambda *a, **k: pytest.fail("work started"))
     ck = str(run / "ck.h5")

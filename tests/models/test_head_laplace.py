@@ -1,6 +1,6 @@
 """`lastlayer head fit --laplace` and `head eval` with calibration, in process
-(models.cli.main): the laplace/ group holds the posterior the fit had (rebuilt bit for bit,
-its stored factors equal to the precision and covariance), eval reports the Laplace
+(lastlayer.models.cli.main): the laplace/ group holds the posterior the fit had (rebuilt bit
+for bit, its stored factors equal to the precision and covariance), eval reports the Laplace
 predictive next to the MAP's, and every bad combination of flags is one line naming the
 flag, exit 2, before any read and with nothing written."""
 
@@ -12,13 +12,13 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.solvers import estimators
-from engine.solvers.calibration import brier, ece
-from engine.solvers.laplace import LastLayerLaplace
-from engine.solvers.laplace_structures import engine_order
-from engine.solvers.sources import ArraySource
-from models.cli import main
-from models.head_eval import read_head
+from lastlayer.engine.solvers import estimators
+from lastlayer.engine.solvers.diagnostics.calibration import brier, ece
+from lastlayer.engine.solvers.laplace.posterior import LastLayerLaplace
+from lastlayer.engine.solvers.laplace.structures import engine_order
+from lastlayer.engine.solvers.streaming.sources import ArraySource
+from lastlayer.models.cli import main
+from lastlayer.models.cli.head.eval import read_head
 
 N, D = 300, 4
 
@@ -180,13 +180,13 @@ def test_bad_laplace_flags_exit_2_before_any_read(folder, monkeypatch, capsys, a
 
 
 def test_the_memory_limit_names_the_flag(folder, monkeypatch, capsys):
-    monkeypatch.setattr(estimators, "LAPLACE_FEATURES_MAX", 200 * D * 8 - 1)
+    monkeypatch.setattr(estimators.checks, "LAPLACE_FEATURES_MAX", 200 * D * 8 - 1)
     code, _, err = run(folder, monkeypatch, capsys, *SQ, "--laplace", "--out", "big.h5")
     assert code == 2 and err.startswith("lastlayer head fit: --laplace: the posterior needs the "
                                         "training features in memory as float64, 200 x 4 = 6,400 "
                                         "bytes, above LAPLACE_FEATURES_MAX = 6,399 bytes"), err
     monkeypatch.undo()
-    monkeypatch.setattr(estimators, "FULL_MAX", 2 * (D + 1) - 1)
+    monkeypatch.setattr(estimators.checks, "FULL_MAX", 2 * (D + 1) - 1)
     code, _, err = run(folder, monkeypatch, capsys, *SQ, "--laplace", "--laplace-structure", "full",
                        "--out", "big.h5")
     assert code == 2 and "--laplace-structure: 'full' needs a dense 10 x 10 precision" in err

@@ -1,7 +1,7 @@
 """The ledger's machinery, the registry of papers, and the engine's gradient rows (G-*).
 
 Each paper's rows run once, in its own test module (tests/models/papers/test_<paper>.py);
-the G rows wrap the cases of engine.gradcheck.cases, which tests/engine runs case by case,
+the G rows wrap the cases of lastlayer.engine.gradcheck.cases, which tests/engine runs case by case,
 so here one cheap G row checks the wrapping and the rest only their registration."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.gradcheck import cases
-from models import gradients
-from models.beyond import TOPICS, Topic
-from models.ledger import (
+from lastlayer.engine.gradcheck import cases
+from lastlayer.models import gradients
+from lastlayer.models.beyond import TOPICS, Topic
+from lastlayer.models.ledger import (
     DIFFERS, FAIL, PASS, Check, Outcome, Row, at_most, row_dict, run_check, select,
 )
-from models.papers import PAPERS, Paper, all_checks, paper
+from lastlayer.models.papers import PAPERS, Paper, all_checks, paper
 
 TESTS = Path(__file__).resolve().parent
 

@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +47,7 @@ def test_package_metadata():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = meta["project"]
     assert project["name"] == "lastlayer" and project["requires-python"] == ">=3.11"
-    assert project["scripts"]["lastlayer"] == "models.cli:main"
+    assert project["scripts"]["lastlayer"] == "lastlayer.models.cli:main"
     deps = " ".join(project["dependencies"])
     for dep in ("numpy", "scipy", "numba", "h5py", "scikit-learn", "rich", "matplotlib"):
         assert dep in deps
@@ -55,18 +57,52 @@ def test_package_metadata():
         assert any(d.startswith(dep) for d in extras["dev"])
 
 
-def test_every_source_folder_is_a_package_that_an_install_includes():
-    """setuptools' package discovery skips a folder without __init__.py: `pip install .`
-    would then leave its modules out while an editable install still finds them."""
+def source_packages(root: Path = ROOT) -> list[str]:
+    """The import names of every folder of engine/, kernels/ and models/ that holds Python."""
+    names = []
     for top in ("engine", "kernels", "models"):
-        for folder in [ROOT / top, *(p for p in (ROOT / top).rglob("*") if p.is_dir())]:
+        for folder in [root / top, *(p for p in (root / top).rglob("*") if p.is_dir())]:
             if folder.name != "__pycache__" and any(folder.glob("*.py")):
-                assert (folder / "__init__.py").exists(), f"{folder.relative_to(ROOT)} has no __init__.py"
+                assert (folder / "__init__.py").exists(), f"{folder.relative_to(root)} has no __init__.py"
+                names.append("lastlayer." + ".".join(folder.relative_to(root).parts))
+    return sorted(names)
+
+
+def test_every_source_folder_is_a_package_that_an_install_includes():
+    """The packages are listed in pyproject.toml (one import name, lastlayer, mapped onto the
+    repository's top-level folders): a folder left off the list, or without __init__.py,
+    would be missing from `pip install .` while an editable install still finds it."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(setuptools["packages"]) == sorted(["lastlayer", *source_packages()])
+    assert setuptools["package-dir"] == {"lastlayer": "src/lastlayer", "lastlayer.engine": "engine",
+                                         "lastlayer.kernels": "kernels", "lastlayer.models": "models"}
+    assert [p.name for p in (ROOT / "src").iterdir()] == ["lastlayer"], "src/ holds lastlayer alone"
+
+
+def test_the_package_reader_names_a_folder_without_init(tmp_path):
+    """source_packages can fail: a folder of Python without __init__.py is named."""
+    for top in ("engine", "kernels", "models"):
+        (tmp_path / top).mkdir()
+        (tmp_path / top / "__init__.py").write_text("")
+    (tmp_path / "models" / "cli").mkdir()
+    (tmp_path / "models" / "cli" / "x.py").write_text("")
+    with pytest.raises(AssertionError, match="cli has no __init__.py"):
+        source_packages(tmp_path)
+    (tmp_path / "models" / "cli" / "__init__.py").write_text("")
+    assert source_packages(tmp_path) == ["lastlayer.engine", "lastlayer.kernels", "lastlayer.models",
+                                         "lastlayer.models.cli"]
+
+
+def test_no_file_in_engine_is_over_500_lines():
+    """Issue 28: engine/solvers grew to one 770-line module; split by concern instead."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "engine").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
 
 
 def test_no_file_in_models_is_over_400_lines():
     """docs/design.md: files that learners read stay short; split a command or a paper's
-    module before it grows past this (models/cli.py was 524 lines)."""
+    module before it grows past this (models/cli/__init__.py was 524 lines)."""
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "models").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long

@@ -1,10 +1,10 @@
-"""Progress of a reproduction (models.experiment.Steps): an estimate of the whole run once
+"""Progress of a reproduction (lastlayer.models.experiment.Steps): an estimate of the whole run once
 the first step is done, lines in a pipe, nothing when quiet."""
 
 from __future__ import annotations
 
-from models import experiment
-from models.experiment import Steps, duration
+from lastlayer.models import experiment
+from lastlayer.models.experiment import Steps, duration
 
 
 def test_the_first_step_gives_an_estimate_and_a_pipe_gets_lines(capsys, monkeypatch):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import models.cli as cli
-from engine.training.checkpoint import load_checkpoint
+import lastlayer.models.cli as cli
+from lastlayer.engine.training.checkpoint import load_checkpoint
 
 DIGITS = ["train", "--data", "digits", "--hidden", "128,128", "--epochs", "30", "--seed", "0",
           "--quiet"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import HadamardHead, fit_softmax_regression, ridge
-from engine.solvers.curvature import objective
-from engine.solvers.ridge import ridge_objective
-from kernels import fwht, layca_update
-from kernels.layca_reference import layca_reference
+from lastlayer.engine import HadamardHead, fit_softmax_regression, ridge
+from lastlayer.engine.solvers.exact.curvature import objective
+from lastlayer.engine.solvers.exact.ridge import ridge_objective
+from lastlayer.kernels import fwht, layca_update
+from lastlayer.kernels.layca_reference import layca_reference
 
 
 def problem(n=100, d=5, c=4, seed=0):
@@ -152,7 +152,7 @@ def head_data(n=40, d=3, seed=0):
 @pytest.fixture
 def no_reads(monkeypatch):
     """Fails the test if any row of any source is read: for checks made before any pass."""
-    from engine.solvers.sources import ArraySource
+    from lastlayer.engine.solvers.streaming.sources import ArraySource
 
     def read(self, start, stop):
         raise AssertionError(f"rows {start}-{stop} were read before the check")
@@ -184,7 +184,7 @@ def test_the_heads_refuse_bad_settings_before_any_pass(make, error, match, no_re
     subscriptable"; a lambda grid holding 0 was a ZeroDivisionError in GCV; "bogus" as a
     scheduler waited for a connection: each is now one line naming the argument, raised
     before a row is read."""
-    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+    from lastlayer.engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
 
     x, y, labels = head_data()
     head = make({"squared": ExactRidgeHead, "ce": ExactSoftmaxHead})
@@ -193,7 +193,7 @@ def test_the_heads_refuse_bad_settings_before_any_pass(make, error, match, no_re
 
 
 def test_zero_rows_are_refused():
-    from engine.solvers.estimators import ExactRidgeHead, evaluate_head
+    from lastlayer.engine.solvers.estimators import ExactRidgeHead, evaluate_head
 
     x, y, _ = head_data()
     with pytest.raises(ValueError, match=r"X: expected features of shape \(N, d\) with N, d >= 1, got \(0, 3\)"):
@@ -205,7 +205,7 @@ def test_zero_rows_are_refused():
 def test_evaluate_head_reports_finite_metrics_or_refuses():
     """Labels none of which the head knows gave cross_entropy = nan (0 / 0 over the known
     rows); outputs that overflow gave inf: both are refused, naming y and X."""
-    from engine.solvers.estimators import evaluate_head
+    from lastlayer.engine.solvers.estimators import evaluate_head
 
     x, _, labels = head_data()
     W, b = np.ones((3, 3)), np.zeros(3)
@@ -228,7 +228,7 @@ def test_evaluate_head_reports_finite_metrics_or_refuses():
 def test_evaluate_head_checks_shapes_against_the_head_before_reading(y_shape, W_shape, loss, match, no_reads):
     """1 target column against a 2-output head broadcast to an MSE: now refused from the
     sources' shapes, before any row is read."""
-    from engine.solvers.estimators import evaluate_head
+    from lastlayer.engine.solvers.estimators import evaluate_head
 
     x = np.zeros((40, 3))
     y = np.zeros(y_shape, dtype=np.int64 if loss == "ce" else np.float64)
@@ -241,7 +241,7 @@ def test_labels_beyond_int64_keep_their_values():
     """uint64 labels >= 2^63 were an OverflowError ("Python int too large to convert to C
     long"): the classes keep the labels' dtype, and int64 labels are matched exactly
     against them (NumPy would compare the two in float64)."""
-    from engine.solvers.estimators import ExactSoftmaxHead, evaluate_head
+    from lastlayer.engine.solvers.estimators import ExactSoftmaxHead, evaluate_head
 
     x, _, labels = head_data(60)
     big = labels.astype(np.uint64) + np.uint64(2**63)
@@ -258,7 +258,7 @@ def test_labels_beyond_int64_keep_their_values():
 def test_a_zarr_group_without_an_array_name_lists_its_arrays(tmp_path):
     import zarr
 
-    from engine.solvers.estimators import ExactRidgeHead
+    from lastlayer.engine.solvers.estimators import ExactRidgeHead
 
     group = zarr.open_group(str(tmp_path / "f.zarr"), mode="w")
     group.create_array("features", data=np.zeros((4, 2)))
@@ -274,7 +274,7 @@ def test_scikit_learn_conventions_of_the_heads():
     progress); NaN features: NaN predictions."""
     from sklearn.exceptions import NotFittedError
 
-    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+    from lastlayer.engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
 
     x, y, labels = head_data()
     for head in (ExactRidgeHead(), ExactSoftmaxHead()):
@@ -300,10 +300,10 @@ def test_numpy_scalars_are_numbers_everywhere():
     """PoF(search_batch=np.int64(32)) was refused; every engine check takes numbers.Integral /
     numbers.Real (NumPy scalars included) and still refuses a bool for an int and a float
     for an int."""
-    from engine._checks import pair, positive_int, real_number
-    from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
-    from models.papers.entame.method import RECIPES, head
-    from models.papers.pof.method import PoF
+    from lastlayer.engine._checks import pair, positive_int, real_number
+    from lastlayer.engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead
+    from lastlayer.models.papers.entame.method import RECIPES, head
+    from lastlayer.models.papers.pof.method import PoF
 
     config = PoF(search_batch=np.int64(32), max_redraws=np.int32(3), gamma_max=np.float32(1.5), split=np.int8(-1))
     assert (config.search_batch, config.max_redraws, config.gamma_max, config.split) == (32, 3, 1.5, -1)
@@ -327,8 +327,8 @@ def test_numpy_scalars_are_numbers_everywhere():
 def test_the_checks_a_command_line_calls_first_name_its_flags():
     """check_cv and check_scheduler, like check_lams, take the name to report (the CLI's
     flag) and look at nothing but their arguments and the number of rows."""
-    from engine.solvers.estimators import check_cv
-    from engine.solvers.runners import check_scheduler
+    from lastlayer.engine.solvers.estimators import check_cv
+    from lastlayer.engine.solvers.streaming.runners import check_scheduler
 
     assert check_cv(np.int64(5), 10, "ce", "--cv") == 5 and check_cv("gcv", 10) == "gcv"
     with pytest.raises(ValueError, match=r"^--cv: 11 folds need at least 11 rows \(one per fold\), got 10$"):
@@ -344,7 +344,7 @@ def test_the_checks_a_command_line_calls_first_name_its_flags():
 
 def test_features_too_large_for_the_softmax_hessian_are_refused():
     """|x| ~ 1e200 once ran 100 Newton iterations with overflow warnings and wrote W = 0."""
-    from engine.solvers import ExactSoftmaxHead
+    from lastlayer.engine.solvers import ExactSoftmaxHead
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 3))
@@ -354,7 +354,7 @@ def test_features_too_large_for_the_softmax_hessian_are_refused():
 
 def test_a_nan_in_row_0_is_counted_with_the_rest_of_its_chunk():
     """Row 0 was read alone first (the centring shift) and reported as the whole story."""
-    from engine.solvers import ExactRidgeHead
+    from lastlayer.engine.solvers import ExactRidgeHead
 
     x = np.random.default_rng(0).standard_normal((200, 8))
     with pytest.raises(ValueError, match=r"^targets: 200 NaN/Inf entries in rows 0-199"):

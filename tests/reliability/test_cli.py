@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import models.cli as cli
-import models.verify_cmd as verify_cmd
-from models.papers import all_checks
-from engine.training.checkpoint import load_checkpoint
+import lastlayer.models.cli as cli
+import lastlayer.models.cli.verify as verify_cmd
+from lastlayer.models.papers import all_checks
+from lastlayer.engine.training.checkpoint import load_checkpoint
 
 SCRIPT = str(Path(sys.executable).parent / "lastlayer")
 
@@ -106,8 +106,8 @@ def test_bad_reproduce_flags(args, fragments, tmp_path):
 @pytest.fixture
 def no_work(monkeypatch):
     """Replace every command's work by a function that fails the test if it is entered."""
-    import models.papers as papers
-    import models.train_run as train_run
+    import lastlayer.models.papers as papers
+    import lastlayer.models.cli.train as train_run
 
     def entered(*args, **kwargs):
         raise AssertionError("the work was entered before the bad path was refused")
@@ -301,7 +301,7 @@ def test_the_table_fits_a_100_column_terminal_one_line_per_row():
     """86 rows took 445 lines at 100 columns; now one line each (plus header and caption)."""
     from rich.console import Console
 
-    from models.ledger import PASS, Row
+    from lastlayer.models.ledger import PASS, Row
 
     rows = [Row(f"X{i}", "a long description " * 8, 1e-12 * i, 0.0, 1e-10, PASS) for i in range(86)]
     console = Console(width=100, record=True)

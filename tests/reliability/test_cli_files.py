@@ -2,8 +2,9 @@
 output (side files included) is checked before any work, and a results folder is written
 whole, records what wrote it, and is replaced only by another run of the same experiment.
 
-Each command runs in-process (``models.cli.main``) with its work replaced by a function that
-fails the test when entered, so "refused before any work" is shown structurally."""
+Each command runs in-process (``lastlayer.models.cli.main``) with its work replaced by a
+function that fails the test when entered, so "refused before any work" is shown
+structurally."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
-import models.cli as cli
-import models.papers as papers
-import models.reproduce_cmd as reproduce_cmd
-from engine.solvers import estimators
+import lastlayer.models.cli as cli
+import lastlayer.models.papers as papers
+import lastlayer.models.cli.reproduce as reproduce_cmd
+from lastlayer.engine.solvers import estimators
 
 
 def run(capsys, *args):

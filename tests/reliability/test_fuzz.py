@@ -19,15 +19,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from engine import (
+from lastlayer.engine import (
     BatchNorm, Conv2D, Dense, Dropout, Flatten, HadamardHead, L2Normalize, MaxPool2D,
     OrthogonalHead, ReLU, Sigmoid, Tanh, ZNormalize, fit_softmax_regression, ridge,
     softmax_cross_entropy, squared_error,
 )
-from engine.solvers import ridge_path
-from engine.solvers.ridge import RankDeficientWarning
-from kernels import fwht, layca_update
-from kernels.layca_reference import layca_reference
+from lastlayer.engine.solvers import ridge_path
+from lastlayer.engine.solvers.exact.ridge import RankDeficientWarning
+from lastlayer.kernels import fwht, layca_update
+from lastlayer.kernels.layca_reference import layca_reference
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)

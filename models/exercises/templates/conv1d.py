@@ -38,7 +38,7 @@ Check your work with
     lastlayer exercise check conv1d conv1d.py
 
 which compares forward with the direct sum above and checks the gradient of x, W and b
-with central differences of your forward (``engine.gradcheck.check_layer``) for strides
+with central differences of your forward (``lastlayer.engine.gradcheck.check_layer``) for strides
 1 to 3, padding 0 to 2 and kernels of 1 to 4.
 """
 
@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.layers.base import Layer
+from lastlayer.engine.layers.base import Layer
 
 
 class Conv1DCache(NamedTuple):

@@ -30,7 +30,7 @@ Check your work with
     lastlayer exercise check leaky-relu leaky_relu.py
 
 which compares forward with max(x, slope x) and backward with central differences of
-your forward (``engine.gradcheck.check_layer``), on inputs kept away from the kink at 0.
+your forward (``lastlayer.engine.gradcheck.check_layer``), on inputs kept away from the kink at 0.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine.layers.base import Layer
+from lastlayer.engine.layers.base import Layer
 
 
 class LeakyReLUCache(NamedTuple):

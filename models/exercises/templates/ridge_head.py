@@ -11,7 +11,7 @@ gradient vanishes:
     dJ/dW = (2/N) (Phi W^T - Y)^T Phi + 2 lam W = 0
 
 Solve that linear system for W and return W of shape (C, d), float64 for float64 inputs.
-Do not use engine.solvers.ridge (the checker compares with it); NumPy is enough.
+Do not use lastlayer.engine.solvers.exact.ridge (the checker compares with it); NumPy is enough.
 
 Hints: multiply the condition by N / 2 and collect the terms in W^T: a d x d symmetric
 positive definite system with C right-hand sides. ``np.linalg.solve`` solves it (never form
@@ -24,7 +24,7 @@ Check your work with
     lastlayer exercise check ridge-head ridge_head.py
 
 which measures the gradient dJ/dW at your W (it must vanish) and compares W with
-``engine.solvers.ridge``; when W is the minimiser for another lam, it says which.
+``lastlayer.engine.solvers.exact.ridge``; when W is the minimiser for another lam, it says which.
 """
 
 from __future__ import annotations

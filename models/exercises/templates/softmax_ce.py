@@ -23,7 +23,7 @@ Check your work with
     lastlayer exercise check softmax-ce softmax_ce.py
 
 which compares the loss with the engine's, the gradient with central differences of your
-loss (``engine.gradcheck.check_loss``), and both again on logits of size 1000.
+loss (``lastlayer.engine.gradcheck.check_loss``), and both again on logits of size 1000.
 """
 
 from __future__ import annotations

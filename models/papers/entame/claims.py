@@ -16,10 +16,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine import MaxEntropy, ZNormalize, stream
-from engine.losses import error_energy, softmax, softmax_cross_entropy
-from engine.training import TrainState, train
-from engine.training.data import batch_indices
+from lastlayer.engine import MaxEntropy, ZNormalize, stream
+from lastlayer.engine.losses import error_energy, softmax, softmax_cross_entropy
+from lastlayer.engine.training import TrainState, train
+from lastlayer.engine.training.data import batch_indices
 
 from ...experiment import format_p, paired, single_threaded_blas
 from ...ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most

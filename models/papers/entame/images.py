@@ -36,10 +36,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine import optim
-from engine.training import Dataset, evaluate, init_train_state, train
-from engine.training.data import mnist
-from engine.training.networks import cnn
+from lastlayer.engine import optim
+from lastlayer.engine.training import Dataset, evaluate, init_train_state, train
+from lastlayer.engine.training.data import mnist
+from lastlayer.engine.training.networks import cnn
 
 from . import protocol
 from .method import RECIPES as ALL_RECIPES
@@ -57,7 +57,7 @@ TASK = "mnist 0-4 -> 5-9"
 def task() -> protocol.Task:
     """Source: the mnist digits 0-4 (2,000 / 500); target: the digits 5-9, labels 0..4
     (2,000 / 500); x (N, 1, 28, 28) float32, the training pixels' mean and std of all ten
-    digits (``engine.training.data.mnist``)."""
+    digits (``lastlayer.engine.training.data.mnist``)."""
     d = mnist()
     d = Dataset(d.name, d.x_train.astype(DTYPE), d.y_train, d.x_test.astype(DTYPE), d.y_test,
                 d.task, n_classes=d.n_classes, description=d.description)

@@ -5,12 +5,12 @@ fine-tune everything, with the new head initialised for maximum entropy.
 The method (their Section 5, Fig. 2b):
 
 * maximum-entropy initialisation (MEI, eq. 21): W ~ N(0, phi_w), phi_w = gamma^2 lambda^2
-  / C^2 (``engine.MaxEntropy``; the paper's experiments use phi_w = 1e-12), b = 0: every
+  / C^2 (``lastlayer.engine.MaxEntropy``; the paper's experiments use phi_w = 1e-12), b = 0: every
   logit is ~0, so y_hat ~ 1/C, the loss is ln C and the error back-propagated into the
   features, delta^{L-1} = delta^L W (eq. 8), is ~sqrt(phi_w) small: stalled until the first
   update makes W ~ gamma E_N[(y - 1/C) x_bar] (eq. 25);
 * feature normalisation (FN, eq. 20): the features are z-normalised over the batch without
-  learnable parameters (``engine.ZNormalize``; inference uses the last training batch's
+  learnable parameters (``lastlayer.engine.ZNormalize``; inference uses the last training batch's
   statistics, the paper's "detached" ones, or a running average).
 
 Nothing is frozen: all layers train from the first step; the stall of the body is an effect
@@ -40,10 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import Constant, Dense, GlorotNormal, HeNormal, MaxEntropy, Network, ZNormalize, stream
-from engine._checks import is_integer
-from engine.layers import Initializer
-from engine.training import Dataset, TrainState, train
+from lastlayer.engine import Constant, Dense, GlorotNormal, HeNormal, MaxEntropy, Network, ZNormalize, stream
+from lastlayer.engine._checks import is_integer
+from lastlayer.engine.layers import Initializer
+from lastlayer.engine.training import Dataset, TrainState, train
 
 __all__ = ["Recipe", "RECIPES", "head", "transplant", "fine_tune", "PROBE_STEPS"]
 
@@ -124,11 +124,11 @@ def fine_tune(net: Network, params: list, net_state: list, data: Dataset, recipe
     a fresh state for each phase). Returns (the state after the joint steps, the number of
     head-only steps done). The joint phase's history has the test accuracy every
     ``eval_every`` steps, and ``monitor(t, params)``'s values after every joint step
-    (``engine.training.train``'s monitor). With ``curve_steps`` < ``steps``, both happen
+    (``lastlayer.engine.training.train``'s monitor). With ``curve_steps`` < ``steps``, both happen
     only over the first ``curve_steps`` joint steps, and the test accuracy once more after
     the last: the same run (one optimizer state, one batch stream) evaluated less often.
 
-    Batches are a stream by default (``engine.training.data.batch_indices``): every batch
+    Batches are a stream by default (``lastlayer.engine.training.data.batch_indices``): every batch
     has ``batch_size`` samples. With per-epoch batches the last batch of an epoch can be
     tiny (3 samples for the mirrored digits), and FN's inference statistics, those of the
     last training batch, then come from 3 samples: the test accuracy collapses for a step

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine import Dense, MaxEntropy, Network, ReLU, optim
-from engine.training import Dataset, TrainState, evaluate, init_train_state, train
-from engine.training.data import digits
+from lastlayer.engine import Dense, MaxEntropy, Network, ReLU, optim
+from lastlayer.engine.training import Dataset, TrainState, evaluate, init_train_state, train
+from lastlayer.engine.training.data import digits
 
 from .method import RECIPES, fine_tune, transplant
 

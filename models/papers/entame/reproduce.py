@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.losses import error_energy
+from lastlayer.engine.losses import error_energy
 
 from ...experiment import (
     MIN_SEEDS, Paired, Steps, markdown_table, mean_ci, n_seeds, no_interval, paired, pyplot,

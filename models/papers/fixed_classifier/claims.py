@@ -13,11 +13,11 @@ from functools import lru_cache
 import numpy as np
 import scipy.linalg
 
-from engine import Dense, HadamardHead, Network, OrthogonalHead
-from engine.gradcheck import check_layer
-from engine.training.data import digits
-from kernels import fwht
-from kernels.hadamard import dense_hadamard, hadamard_entry, hadamard_rows
+from lastlayer.engine import Dense, HadamardHead, Network, OrthogonalHead
+from lastlayer.engine.gradcheck import check_layer
+from lastlayer.engine.training.data import digits
+from lastlayer.kernels import fwht
+from lastlayer.kernels.hadamard import dense_hadamard, hadamard_entry, hadamard_rows
 
 from ...ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most
 from . import method, protocol
@@ -197,7 +197,7 @@ def _h5_cases():
 
 def h5_gradients() -> Outcome:
     """d logits / d (x, alpha, b) of both heads (Hadamard: both methods) vs central
-    differences (``engine.gradcheck.check_layer``), through the normalisation; b ~ N(0, 1)
+    differences (``lastlayer.engine.gradcheck.check_layer``), through the normalisation; b ~ N(0, 1)
     and alpha ~ U(0.5, 2) (a tiny alpha would leave the check measuring only the central
     difference's rounding noise, u |logits| / (h |gradient|)). Measured: the largest
     relative error over all cases and tensors."""

@@ -1,9 +1,9 @@
 """The fixed classifier (Hoffer, Hubara & Soudry 2018): the last layer replaced by a fixed
 matrix Q with a learned scale, logits = alpha * Q (x / ||x||) + b.
 
-The heads themselves are engine layers (``engine.HadamardHead``: a truncated
+The heads themselves are engine layers (``lastlayer.engine.HadamardHead``: a truncated
 Sylvester-Hadamard Q applied by the fast Walsh-Hadamard transform and never stored;
-``engine.OrthogonalHead``: a fixed random orthonormal Q). This module builds them by name
+``lastlayer.engine.OrthogonalHead``: a fixed random orthonormal Q). This module builds them by name
 and measures the geometry of the Hadamard Q: the paper calls its C truncated rows
 orthogonal, which holds exactly only when 2^ceil(log2 C) divides N (ledger row H4).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import Dense, HadamardHead, Layer, OrthogonalHead
+from lastlayer.engine import Dense, HadamardHead, Layer, OrthogonalHead
 
 # The Hadamard heads of the experiments apply Q by the dense +-1 product. Both paths give the
 # same numbers to rounding (ledger rows H2, H4, H5), and at C = 10, N = 64 on a small CPU one

@@ -8,7 +8,7 @@ momentum 0.9, batch 64, lr 0.05 divided by 10 at 50 % and 75 %, coupled weight d
 (gradient + 2 lam w: PyTorch's weight_decay=1e-4) on every tensor, alpha included.
 
 The image experiment (``train_image_variant``, their Table 1 on real images) keeps that
-optimiser and puts the heads on one CNN body on ``engine.training.data.mnist`` instead.
+optimiser and puts the heads on one CNN body on ``lastlayer.engine.training.data.mnist`` instead.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import dataclasses
 
 import numpy as np
 
-from engine import Dense, HadamardHead, Layer, Network, ReLU, optim
-from engine.training import Dataset, evaluate, init_train_state, train
-from engine.training.data import digits, mnist, toy_classification
-from engine.training.networks import cnn
+from lastlayer.engine import Dense, HadamardHead, Layer, Network, ReLU, optim
+from lastlayer.engine.training import Dataset, evaluate, init_train_state, train
+from lastlayer.engine.training.data import digits, mnist, toy_classification
+from lastlayer.engine.training.networks import cnn
 
 from .method import gram_deviation, hadamard_head_q, head, predicted_gram_deviation
 

@@ -8,7 +8,7 @@ The same MLP trunk (d -> 256 -> 64, ReLU) ends in one of these heads (64 feature
 * ``hadamard``: ``HadamardHead``, fixed truncated Hadamard Q, learned alpha and b;
 * ``alpha=0.1``, ``alpha=1``, ``alpha=10``: the Hadamard head with alpha fixed.
 
-Experiments, on scikit-learn's digits and on ``engine.data.toy_classification``:
+Experiments, on scikit-learn's digits and on ``lastlayer.engine.training.data.toy_classification``:
 
 * Table 1 analogue: test accuracy, training error and the head's trainable parameters;
 * their Figure 1: the learned alpha over training (recorded by ``train``'s monitor hook);

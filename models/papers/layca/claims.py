@@ -1,12 +1,12 @@
 """Ledger rows C1-C7: Layca and layer rotation (Carbonnelle & De Vleeschouwer), docs/claims.md
 section C.
 
-C1-C4 are exact properties of the transform (``engine.optim.layca``), checked in float64 to
-rounding. C5-C7 are the paper's experimental observations, run as small versions of
-``lastlayer reproduce layca`` (seconds each). For those, FAIL means the protocol itself
-was not met (a run did not fit its training set) and DIFFERS-FROM-PAPER means it was met
-but the paper's observation does not show at this scale; the measured numbers say by how
-much either way.
+C1-C4 are exact properties of the transform (``lastlayer.engine.optim.layca``), checked in
+float64 to rounding. C5-C7 are the paper's experimental observations, run as small versions
+of ``lastlayer reproduce layca`` (seconds each). For those, FAIL means the protocol itself
+was not met (a run did not fit its training set) and DIFFERS-FROM-PAPER means it was met but
+the paper's observation does not show at this scale; the measured numbers say by how much
+either way.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine import Dense, Network, ReLU, optim, stream
-from engine.losses import softmax_cross_entropy
-from engine.optim.layca import layca
-from engine.training.data import digits
+from lastlayer.engine import Dense, Network, ReLU, optim, stream
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.optim.layca import layca
+from lastlayer.engine.training.data import digits
 
 from ...experiment import single_threaded_blas
 from ...ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most

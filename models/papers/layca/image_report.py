@@ -10,7 +10,7 @@ report's section. results.h5 keys under ``images/``:
   over the 2A settings between test accuracy and the mean rotation angle over layers, or
   its uniformity (min / max angle over layers);
 * ``paired/alpha0``: Layca - SGD at alpha = 0; ``paired/best``: Layca at its best alpha -
-  SGD at its best (test accuracy, paired by seed; ``models.experiment.Paired``).
+  SGD at its best (test accuracy, paired by seed; ``lastlayer.models.experiment.Paired``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.training.data import mnist
+from lastlayer.engine.training.data import mnist
 
 from ...experiment import Steps, format_p, markdown_table, mean_ci, paired, pyplot, save_figure
 from . import images, protocol
@@ -148,7 +148,7 @@ def report(r: dict, s) -> list[str]:
     alphas = r["alpha"]
     L = r["layca"]["final_rotation"].shape[-1]
     lines = ["## Image experiment: a CNN on real MNIST digits (Sections 5.2-5.3, Figs. 2-3)", "",
-             f"Protocol: `engine.training.data.mnist()`, 4000 training / 1000 test images "
+             f"Protocol: `lastlayer.engine.training.data.mnist()`, 4000 training / 1000 test images "
              f"(a 5k sample of MNIST instead of their CIFAR-10/100 and Tiny ImageNet); CNN "
              f"conv {images.CHANNELS[0]} - conv {images.CHANNELS[1]} (3x3, ReLU, 2x2 max "
              f"pooling) - dense {images.HIDDEN} - dense 10, {L} kernel layers, no biases and no "

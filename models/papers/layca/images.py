@@ -4,7 +4,7 @@ alpha, the angle deviation of every kernel layer during training, the final test
 accuracy, and how it relates to the amount and uniformity of the layers' rotation.
 
 Scale (theirs -> ours), each deviation acting where written below: CIFAR-10/100 and Tiny
-ImageNet -> the 5,000-digit MNIST sample of ``engine.training.data.mnist`` (4,000 / 1,000,
+ImageNet -> the 5,000-digit MNIST sample of ``lastlayer.engine.training.data.mnist`` (4,000 / 1,000,
 instead of MNIST's 60,000); a 25-layer VGG / ResNet-32 / 11-layer CNN with batch
 normalisation -> a 4-kernel-layer CNN without batch normalisation (conv 8 - conv 16 -
 dense 64 - dense 10, no biases, as their Section 4.1 and Appendix A.2 recommend); 13
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, optim
-from engine.training import Dataset, evaluate, init_train_state, train
+from lastlayer.engine import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU, optim
+from lastlayer.engine.training import Dataset, evaluate, init_train_state, train
 
 from . import protocol
 

@@ -2,7 +2,7 @@
 impact on generalization"): the paper's procedure at the level of a network.
 
 The transform itself, its layer-wise rates and the layer-rotation measures are engine
-mechanisms (``engine.optim.layca``). This module puts them together as the paper does:
+mechanisms (``lastlayer.engine.optim.layca``). This module puts them together as the paper does:
 Layca around a base rule's direction, with the kernels chosen by layer type and the
 Section 5.1 multipliers for alpha; the plain rule with the same multipliers (their SGD
 baseline of Fig. 2); and their Fig. 3 summary of how uniformly the layers rotate.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import Network, optim
-from engine.optim.layca import layca
+from lastlayer.engine import Network, optim
+from lastlayer.engine.optim.layca import layca
 
 METHODS = ("sgd", "sgd_amom", "adam", "rmsprop", "adagrad")
 PAIRS = (("adam", "sgd_amom"), ("rmsprop", "sgd"), ("adagrad", "sgd"))  # adaptive, equivalent

@@ -13,9 +13,9 @@ import dataclasses
 
 import numpy as np
 
-from engine import Dense, Network, ReLU, optim, stream
-from engine.training import Dataset, TrainState, evaluate, init_train_state, train
-from engine.training.data import digits
+from lastlayer.engine import Dense, Network, ReLU, optim, stream
+from lastlayer.engine.training import Dataset, TrainState, evaluate, init_train_state, train
+from lastlayer.engine.training.data import digits
 
 from .method import PAIRS, update_rule
 
@@ -32,7 +32,7 @@ MLP_DEPTH, MLP_WIDTH = 8, 64  # Sections 5-6: 8 kernel layers, no biases (their 
 BATCH = 64
 DECAY_AT = 0.75  # every rate is divided by 10 after 75 % of the updates
 # Rates without Layca: SGD's by a coarse search at alpha = 0 (as their Section 5.1 does),
-# the adaptive methods' Keras defaults; with Layca, the defaults of engine.layca (3^-3 for
+# the adaptive methods' Keras defaults; with Layca, the defaults of lastlayer.engine.optim.layca (3^-3 for
 # SGD, RMSprop and Adagrad, 3^-5 for SGD_AMom and Adam).
 PLAIN_RATES = {"sgd": 0.1, "sgd_amom": 0.1, "adam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 LABELS = {"sgd": "SGD", "sgd_amom": "SGD_AMom", "adam": "Adam", "rmsprop": "RMSprop",

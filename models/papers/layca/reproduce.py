@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import optim, stream
-from engine.training.data import digits
+from lastlayer.engine import optim, stream
+from lastlayer.engine.training.data import digits
 
 from ...experiment import (
     Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note, spearman,

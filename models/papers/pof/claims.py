@@ -19,15 +19,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine import Dense, Network, Tanh, optim, stream
-from engine.gradcheck import check_network
-from engine.losses import softmax_cross_entropy
-from engine.solvers import (
+from lastlayer.engine import Dense, Network, Tanh, optim, stream
+from lastlayer.engine.gradcheck import check_network
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.solvers import (
     LineProfile, fit_softmax_regression, hessian, released_line_search, ridge, top_eigenpairs,
 )
-from engine.solvers.eigen import pack
-from engine.training import TrainState, train
-from engine.training.data import digits
+from lastlayer.engine.solvers.exact.eigen import pack
+from lastlayer.engine.training import TrainState, train
+from lastlayer.engine.training.data import digits
 
 from ...experiment import Paired, format_p, paired, single_threaded_blas
 from ...ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most
@@ -210,7 +210,7 @@ def p4_sgd() -> Outcome:
 def p4_gradient() -> Outcome:
     """The phi-gradient of L_B~(phi, theta0 - gamma xi* g_hat) (eq. 5) against central
     differences: a 10-8-8-8-8-4 tanh MLP, the classifier perturbed by PoF's exact search at
-    gamma = 1.5, every tensor checked (``engine.gradcheck``). Measured: the largest relative
+    gamma = 1.5, every tensor checked (``lastlayer.engine.gradcheck``). Measured: the largest relative
     error."""
     rng = np.random.default_rng(11)
     net = Network([Dense(10, 8), Tanh(), Dense(8, 8), Tanh(), Dense(8, 8), Tanh(),

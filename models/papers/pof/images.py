@@ -10,7 +10,7 @@ test), "roughly reduced by a factor of two" by PoF. Here, per seed:
 1. pre-training (``pretrain``): ``cnn(mnist, channels=(8, 16), hidden=(32,))`` (deviation:
    a 2-block CNN with a 32-wide ReLU feature layer instead of WideResNet-28-10; MNIST's
    5,000-digit sample, 4,000 train / 1,000 test, instead of CIFAR-10's 60,000; no data
-   augmentation), all parameters with SAM (``engine.training.sam_gradient``, rho 0.05),
+   augmentation), all parameters with SAM (``lastlayer.engine.training.sam_gradient``, rho 0.05),
    Nesterov 0.9, lr ``PRE_LR`` = 0.01 constant (theirs: 0.1 decayed 5 times; the MLPs'
    ``protocol.PRE_LR`` = 0.05 leaves this CNN at 47 % test error after 300 steps, 0.01
    at 4.7 %, measured at seed 0), batch 64,
@@ -38,12 +38,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine import Network, optim, stream
-from engine.losses import softmax_cross_entropy
-from engine.solvers import rayleigh_quotient, top_eigenpairs
-from engine.training import Dataset, TrainState, init_train_state, sam_gradient, train
-from engine.training.data import mnist
-from engine.training.networks import cnn
+from lastlayer.engine import Network, optim, stream
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.solvers import rayleigh_quotient, top_eigenpairs
+from lastlayer.engine.training import Dataset, TrainState, init_train_state, sam_gradient, train
+from lastlayer.engine.training.data import mnist
+from lastlayer.engine.training.networks import cnn
 
 from . import protocol
 from .method import PoF, feature_mask, pof_step
@@ -56,7 +56,7 @@ METHODS = ("pof", "sam", "pof-gamma0")
 
 @lru_cache(maxsize=1)
 def data() -> Dataset:
-    """``engine.training.data.mnist()``: x (N, 1, 28, 28) float64, 4,000 / 1,000."""
+    """``lastlayer.engine.training.data.mnist()``: x (N, 1, 28, 28) float64, 4,000 / 1,000."""
     return mnist()
 
 

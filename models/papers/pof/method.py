@@ -1,5 +1,5 @@
 """PoF: post-training of the feature extractor against perturbed classifiers (Sato et al.,
-ICML 2022, Algorithm 1), as a gradient step of ``engine.training.train``.
+ICML 2022, Algorithm 1), as a gradient step of ``lastlayer.engine.training.train``.
 
 Start from (phi0, theta0) at a minimum of the training loss L_D; theta = the weight and
 bias of the last Dense layer (the classifier), held at theta0 throughout (the model is
@@ -9,7 +9,7 @@ evaluated with (phi*, theta0)). Iteration t:
 2. g = dL_B(phi_t, theta)/dtheta at theta0 (the unregularised mean cross-entropy),
    g_hat = g / ||g||                                                               (eq. 3)
 3. xi* = argmin_{xi >= 0} L_B(phi_t, theta0 - xi g_hat)                            (eq. 2)
-   found exactly (``engine.solvers.line_minimum``, relative accuracy 1e-12); a profile
+   found exactly (``lastlayer.engine.solvers.line_minimum``, relative accuracy 1e-12); a profile
    without a minimum is discarded and B drawn again (attempt a + 1), as their Section 4
    suggests for asymmetric landscapes;
 4. B~ is the training loop's own mini-batch of iteration t; gamma ~ U[0, gamma_max] from
@@ -31,7 +31,7 @@ which the history shows as ``rejected = max_redraws``.
 The released code (DensoITLab/PoF-v1) differs, and ``search="released"`` reproduces its
 search: the unnormalised gradient g, a step doubled from 1 until L_B exceeds L_B(theta0)
 (capped), then the best of 16 equally spaced points up to that bound
-(``engine.solvers.released_line_search``); their line-search batch is 256 drawn with
+(``lastlayer.engine.solvers.released_line_search``); their line-search batch is 256 drawn with
 replacement (``replacement=True``) and their main batch 64; their gamma range is never
 defined. Their script never updates the feature extractor; this module follows the paper.
 """
@@ -44,11 +44,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine import Dense, Network, stream
-from engine._checks import is_integer, is_real
-from engine.losses import softmax_cross_entropy
-from engine.solvers import LineProfile, line_minimum, released_line_search
-from engine.training import Batch, StepResult, plain_gradient
+from lastlayer.engine import Dense, Network, stream
+from lastlayer.engine._checks import is_integer, is_real
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.solvers import LineProfile, line_minimum, released_line_search
+from lastlayer.engine.training import Batch, StepResult, plain_gradient
 
 __all__ = ["PoF", "classifier_index", "feature_mask", "Perturbation", "perturbation",
            "pof_step"]
@@ -159,7 +159,7 @@ def perturbation(net: Network, params: list, net_state: list, batch: Batch, conf
 
 
 def pof_step(net: Network, config: PoF = PoF()):
-    """PoF's gradient step for ``engine.training.train(..., step=pof_step(net, config),
+    """PoF's gradient step for ``lastlayer.engine.training.train(..., step=pof_step(net, config),
     mask=feature_mask(net, params))`` (module docstring). The loss recorded per iteration
     is L_B~ at the perturbed classifier, the one the step descends."""
     k = classifier_index(net, config.split)

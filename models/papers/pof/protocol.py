@@ -14,7 +14,7 @@ everywhere). Digits: 64 -> 128 -> 128 -> 10 with tanh.
 Pre-training: Nesterov momentum 0.9, lr 0.05, batch 64, 1500 updates, coupled weight decay
 lam = 1e-3 (PyTorch's 2e-3), then the classifier is replaced by the exact minimiser of
 J(theta) = L_D(phi0, theta) + lam ||W||^2 on the pre-trained features
-(``engine.solvers.fit_softmax_regression``), so that theta0 is a minimum in classifier space
+(``lastlayer.engine.solvers.fit_softmax_regression``), so that theta0 is a minimum in classifier space
 to rounding, as PoF assumes ("(phi0, theta0) ... locally minimized"). The paper instead
 post-trains the classifier SAM left after 200 epochs.
 
@@ -32,15 +32,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine import Dense, Network, Tanh, optim, stream
-from engine.losses import softmax_cross_entropy
-from engine.solvers import (
+from lastlayer.engine import Dense, Network, Tanh, optim, stream
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.solvers import (
     LineMinimum, LineProfile, fit_softmax_regression, hvp, layer_top_eigenpair, line_minimum,
     objective, rayleigh_quotient, top_eigenpairs,
 )
-from engine.solvers.eigen import pack
-from engine.training import Dataset, TrainState, evaluate, init_train_state, sam_gradient, train
-from engine.training.data import digits
+from lastlayer.engine.solvers.exact.eigen import pack
+from lastlayer.engine.training import Dataset, TrainState, evaluate, init_train_state, sam_gradient, train
+from lastlayer.engine.training.data import digits
 
 from .method import PoF, feature_mask, pof_step
 
@@ -185,7 +185,7 @@ def batch_gradients(net: Network, ts: TrainState, x, y, batches: int, size: int,
                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Classifier-space gradients of ``batches`` mini-batches of ``size`` drawn without
     replacement from (x, y) with the stream ("probe"): (batches, P) in the order of
-    ``engine.solvers.eigen.pack``, and the per-sample gradients (N, P) of the whole set."""
+    ``lastlayer.engine.solvers.exact.eigen.pack``, and the per-sample gradients (N, P) of the whole set."""
     phi = features(net, ts.params, ts.net_state, x)
     head = ts.params[-1]
     z = phi @ head["W"].T + head["b"]

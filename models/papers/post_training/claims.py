@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from engine import Dense, Network, optim
-from engine.solvers import (
+from lastlayer.engine import Dense, Network, optim
+from lastlayer.engine.solvers import (
     fit_softmax_regression, hessian, hvp, kernel_ridge, logit_hessians, objective, ridge,
     ridge_gradient, rkhs_norm,
 )
-from engine.training import Dataset
-from engine.training.data import digits, simulated_regression
+from lastlayer.engine.training import Dataset
+from lastlayer.engine.training.data import digits, simulated_regression
 
 from ...ledger import DIFFERS, FAIL, PASS, Check, Outcome, at_most
 from . import protocol

@@ -13,7 +13,7 @@ from . import images
 
 def comparisons(err: np.ndarray) -> dict:
     """err (n_seeds, 5) test error % of (a)-(e): the paired comparisons (c) - (b) and
-    (d) - (a) over seeds (``models.experiment.paired``)."""
+    (d) - (a) over seeds (``lastlayer.models.experiment.paired``)."""
     return {"post_minus_classic": paired(err[:, 1], err[:, 2]),
             "optimum_minus_trained": paired(err[:, 0], err[:, 3])}
 
@@ -36,7 +36,7 @@ def report(results: dict, stops, post_iters: int, n_seeds: int) -> list[str]:
     res = results["images"]
     k = post_iters
     lines = ["## Images: MNIST CNN, test error (%) (their Table 1, MNIST rows)", "",
-             f"Protocol: {n_seeds} seeds; `engine.training.data.mnist` (5,000 real MNIST digits, "
+             f"Protocol: {n_seeds} seeds; `lastlayer.engine.training.data.mnist` (5,000 real MNIST digits, "
              "4,000 train / 1,000 test, instead of their 55,000 / 10,000); CNN conv 3x3 x 8 -> "
              "pool -> conv 3x3 x 16 -> pool -> fc 64 -> dropout 0.5 -> 10 (theirs: conv 5x5 x "
              "32, pool, fc 512, dropout); SGD lr 0.05, batch 64, float64, stopped at "

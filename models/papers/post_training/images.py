@@ -8,15 +8,15 @@ then from each stopping point q the test error of
   (d) the exact optimum of the post-training objective (their eq. 4, softmax
       cross-entropy, lam = 1e-2 as theirs for MNIST; ``method.optimal_last_layer``),
   (e) the exact ridge last layer (squared loss on one-hot targets, closed form, their
-      eq. 8 with N lam; ``engine.solvers.ridge``), predicting the largest output,
+      eq. 8 with N lam; ``lastlayer.engine.solvers.exact.ridge``), predicting the largest output,
 
 and the relative distance ||W_t - W*||_F / ||W*||_F of the post-trained kernel W_t to the
 exact optimum W* of (d) over the K post-training steps.
 
 Deviations from their protocol (stated where they act):
-* data: 5,000 real MNIST digits (``engine.training.data.mnist``: 4,000 train / 1,000 test)
+* data: 5,000 real MNIST digits (``lastlayer.engine.training.data.mnist``: 4,000 train / 1,000 test)
   instead of their 55,000 / 10,000;
-* network: ``engine.training.networks.cnn`` with channels 8-16 (3x3 convolutions, 2x2 max
+* network: ``lastlayer.engine.training.networks.cnn`` with channels 8-16 (3x3 convolutions, 2x2 max
   pooling) and a 64-unit hidden layer with dropout 0.5, instead of their small network
   (one 5x5 convolution with 32 channels, 2x2 pooling, 512 hidden units, dropout);
 * iterations: a few hundred to 2,000 SGD steps (lr 0.05, batch 64, float64) instead of
@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import Network, optim
-from engine.solvers import objective, ridge
-from engine.training import Dataset, init_train_state, train
-from engine.training.networks import cnn
+from lastlayer.engine import Network, optim
+from lastlayer.engine.solvers import objective, ridge
+from lastlayer.engine.training import Dataset, init_train_state, train
+from lastlayer.engine.training.networks import cnn
 
 from .method import feature_dataset, features, optimal_last_layer, post_train
 

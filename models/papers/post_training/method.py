@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine import Dense, Network, optim
-from engine.solvers import fit_softmax_regression, ridge
-from engine.training import Dataset, TrainState, train
+from lastlayer.engine import Dense, Network, optim
+from lastlayer.engine.solvers import fit_softmax_regression, ridge
+from lastlayer.engine.training import Dataset, TrainState, train
 
 __all__ = ["features", "feature_dataset", "post_train", "optimal_last_layer", "head_mask"]
 
@@ -65,7 +65,7 @@ def post_train(net: Network, params: list, net_state: list, data: Dataset, *, la
                monitor_every: int = 1) -> tuple[list, dict]:
     """Train the last layer alone for ``steps`` updates of ``base`` on the features, with
     the L2 term lam ||W||^2 added to its gradient. Returns (all parameters with the new last
-    layer, the history of the head's training; see ``engine.training.train``).
+    layer, the history of the head's training; see ``lastlayer.engine.training.train``).
 
     ``phi``: the features (``feature_dataset``), if already computed: they are computed once
     either way, never per step. ``monitor(t, head_params)`` is passed to the training loop

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import (
+from lastlayer.engine import (
     Constant, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Network, ReLU, Tanh, TruncatedNormal,
 )
-from engine import optim
-from engine.losses import softmax_cross_entropy
-from engine.solvers import ridge
-from engine.training import Dataset, evaluate, init_train_state, train
-from engine.training.data import simulated_regression
+from lastlayer.engine import optim
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.solvers import ridge
+from lastlayer.engine.training import Dataset, evaluate, init_train_state, train
+from lastlayer.engine.training.data import simulated_regression
 
 from .method import feature_dataset, optimal_last_layer, post_train
 

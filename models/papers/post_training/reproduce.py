@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.training.data import diabetes, digits, mnist, simulated_regression
+from lastlayer.engine.training.data import diabetes, digits, mnist, simulated_regression
 
 from ...experiment import (
     Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note,

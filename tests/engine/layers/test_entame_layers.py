@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from engine import BatchNorm, Dense, HeNormal, MaxEntropy, Network, ZNormalize
-from engine.losses import error_energy, softmax
-from engine.training.architecture import build, describe
+from lastlayer.engine import BatchNorm, Dense, HeNormal, MaxEntropy, Network, ZNormalize
+from lastlayer.engine.losses import error_energy, softmax
+from lastlayer.engine.training.architecture import build, describe
 
 
 def test_znormalize_training_output_is_bit_identical_to_batchnorm_with_unit_scale():

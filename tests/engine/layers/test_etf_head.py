@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from engine import Dense, Network, ReLU, optim
-from engine.gradcheck import check_layer
-from engine.layers import SimplexETFHead, etf_head
-from engine.streams import stream
-from engine.training import init_train_state, train
-from engine.training.data import toy_classification
+from lastlayer.engine import Dense, Network, ReLU, optim
+from lastlayer.engine.gradcheck import check_layer
+from lastlayer.engine.layers import SimplexETFHead, etf_head
+from lastlayer.engine.streams import stream
+from lastlayer.engine.training import init_train_state, train
+from lastlayer.engine.training.data import toy_classification
 
-GRAD_TOL = 1e-7  # as every layer's gradient check (engine.gradcheck.cases.LAYER_TOL)
+GRAD_TOL = 1e-7  # as every layer's gradient check (lastlayer.engine.gradcheck.cases.LAYER_TOL)
 # The same sums of at most d + C products in another order, d <= 2^14: their rounding errors
 # grow like sqrt(d) u ~ 1e-14 relative (measured: <= 2.3e-15 over 5 seeds); dscale, a sum with
 # cancellations, is measured against the sum of its terms' magnitudes.

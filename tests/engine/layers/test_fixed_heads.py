@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from engine import Dense, HadamardHead, Network, OrthogonalHead, ReLU, optim
-from engine.training.architecture import build, describe
-from engine.training.data import toy_classification
-from engine.gradcheck import check_layer
-from engine.layers import fixed_heads
-from engine.training import init_train_state, train
+from lastlayer.engine import Dense, HadamardHead, Network, OrthogonalHead, ReLU, optim
+from lastlayer.engine.training.architecture import build, describe
+from lastlayer.engine.training.data import toy_classification
+from lastlayer.engine.gradcheck import check_layer
+from lastlayer.engine.layers import fixed_heads
+from lastlayer.engine.training import init_train_state, train
 
 GRAD_TOL = 1e-7
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engine.layers.initializers import (
+from lastlayer.engine.layers.initializers import (
     Constant,
     GlorotNormal,
     GlorotUniform,

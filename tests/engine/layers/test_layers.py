@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from engine import (
+from lastlayer.engine import (
     BatchNorm,
     Conv2D,
     Dense,
@@ -21,7 +21,7 @@ from engine import (
     Sigmoid,
     Tanh,
 )
-from engine.gradcheck.cases import LAYER_CASES, LAYER_TOL
+from lastlayer.engine.gradcheck.cases import LAYER_CASES, LAYER_TOL
 from tests import naive
 
 

@@ -1,4 +1,4 @@
-"""The Layca transform (engine.optim.layca): what it adds to the one-tensor step (kernels,
+"""The Layca transform (lastlayer.engine.optim.layca): what it adds to the one-tensor step (kernels,
 tested there) and beyond the ledger's rows C1-C4 (tests/models/papers/test_layca.py): the
 training loop, gradient scale, edge multipliers, schedules, per-tensor counters, masks,
 other tensors, checkpoint resume, errors, monitoring helpers and the fused path."""
@@ -10,13 +10,13 @@ import math
 import numpy as np
 import pytest
 
-from engine import BatchNorm, Conv2D, Dense, Flatten, Network, ReLU
-from engine import optim
-from engine.optim import layca
-from engine.training import checkpoint
-from engine.training.data import toy_classification
-from engine.losses import softmax_cross_entropy
-from engine.training import init_train_state, train
+from lastlayer.engine import BatchNorm, Conv2D, Dense, Flatten, Network, ReLU
+from lastlayer.engine import optim
+from lastlayer.engine.optim import layca
+from lastlayer.engine.training import checkpoint
+from lastlayer.engine.training.data import toy_classification
+from lastlayer.engine.losses import softmax_cross_entropy
+from lastlayer.engine.training import init_train_state, train
 
 
 def mlp(bias: bool = False) -> Network:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import optim
-from engine.gradcheck import numerical_gradient, relative_error
+from lastlayer.engine import optim
+from lastlayer.engine.gradcheck import numerical_gradient, relative_error
 
 
 def run(opt, grad_fn, w0, steps):

@@ -1,5 +1,6 @@
-"""engine.solvers.calibration: NLL, Brier, ECE / MCE conventions and exact temperature
-scaling (the ledger rows CAL1-CAL6 are in tests/models/test_beyond_calibration.py)."""
+"""lastlayer.engine.solvers.diagnostics.calibration: NLL, Brier, ECE / MCE conventions and
+exact temperature scaling (the ledger rows CAL1-CAL6 are in
+tests/models/test_beyond_calibration.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from engine.losses import softmax, softmax_cross_entropy
-from engine.solvers import calibration as cal
+from lastlayer.engine.losses import softmax, softmax_cross_entropy
+from lastlayer.engine.solvers.diagnostics import calibration as cal
+from lastlayer.engine.solvers.diagnostics import temperature as ts
 
 
 def sampled(seed=0, n=500, c=6, scale=2.0, hand_over=2.5):
@@ -69,17 +71,17 @@ GOOD_P = softmax(GOOD_Z)
     (lambda: cal.ece(GOOD_P, GOOD_Y, True), TypeError, "n_bins: expected an integer, got bool"),
     (lambda: cal.ece(GOOD_P, GOOD_Y, binning="quantile"), ValueError,
      "binning: expected one of 'width', 'mass', got 'quantile'"),
-    (lambda: cal.apply_temperature(GOOD_Z, 0.0), ValueError,
+    (lambda: ts.apply_temperature(GOOD_Z, 0.0), ValueError,
      "T: expected a real number > 0 \\(inf allowed\\), got 0.0"),
-    (lambda: cal.apply_temperature(GOOD_Z, math.nan), ValueError, "T: expected a real number > 0"),
-    (lambda: cal.apply_temperature(GOOD_Z, "2"), ValueError, "T: expected a real number > 0"),
-    (lambda: cal.temperature_profile(GOOD_Z, GOOD_Y, -1.0), ValueError,
+    (lambda: ts.apply_temperature(GOOD_Z, math.nan), ValueError, "T: expected a real number > 0"),
+    (lambda: ts.apply_temperature(GOOD_Z, "2"), ValueError, "T: expected a real number > 0"),
+    (lambda: ts.temperature_profile(GOOD_Z, GOOD_Y, -1.0), ValueError,
      "beta: expected a finite real number >= 0, got -1.0"),
-    (lambda: cal.temperature_profile(GOOD_Z, GOOD_Y, math.inf), ValueError,
+    (lambda: ts.temperature_profile(GOOD_Z, GOOD_Y, math.inf), ValueError,
      "beta: expected a finite real number >= 0"),
-    (lambda: cal.fit_temperature(GOOD_Z, GOOD_Y, max_iter=0), ValueError,
+    (lambda: ts.fit_temperature(GOOD_Z, GOOD_Y, max_iter=0), ValueError,
      "max_iter: expected an integer >= 1, got 0"),
-    (lambda: cal.fit_temperature(np.array([[0.0, 1e308], [-1e308, 0.0]]), np.array([0, 1])),
+    (lambda: ts.fit_temperature(np.array([[0.0, 1e308], [-1e308, 0.0]]), np.array([0, 1])),
      ValueError, "logits: expected row ranges max - min below 2\\^1023"),
 ])
 def test_bad_input_names_the_argument(call, error, message):
@@ -241,7 +243,7 @@ def test_argmax_ties_take_the_first_class():
 @pytest.mark.parametrize("seed", range(10))
 def test_fit_agrees_with_a_scalar_minimiser_and_is_stationary(seed):
     z, y = sampled(seed, hand_over=0.5 + seed / 2)
-    fit = cal.fit_temperature(z, y)
+    fit = ts.fit_temperature(z, y)
     assert fit.status == "minimum" and fit.iterations <= 20
     def nll_at(T):
         return cal.nll(z / T, y, inputs="logits")
@@ -253,12 +255,12 @@ def test_fit_agrees_with_a_scalar_minimiser_and_is_stationary(seed):
     # flat to rounding within ~1e-8 of T*; ours is never worse, and is the root of f'
     assert fit.T == pytest.approx(found, rel=1e-6)
     assert nll_at(fit.T) <= nll_at(found) + 4e-16 * nll_at(found)
-    root = scipy.optimize.brentq(lambda b: cal.temperature_profile(z, y, b).slope, 1e-3, 1e2,
+    root = scipy.optimize.brentq(lambda b: ts.temperature_profile(z, y, b).slope, 1e-3, 1e2,
                                  xtol=1e-300, rtol=4 * np.finfo(float).eps)
     assert fit.beta == pytest.approx(root, rel=1e-13)
     assert abs(fit.slope) <= 1e-13 * np.ptp(z, axis=1).mean()
     assert fit.nll_after <= fit.nll_before
-    assert fit.nll_after == pytest.approx(cal.nll(cal.apply_temperature(z, fit), y,
+    assert fit.nll_after == pytest.approx(cal.nll(ts.apply_temperature(z, fit), y,
                                                   inputs="logits"), rel=1e-14)
     assert fit.nll_before == pytest.approx(cal.nll(z, y, inputs="logits"), rel=1e-14)
     assert fit.beta == pytest.approx(1 / fit.T, rel=1e-15)
@@ -266,25 +268,25 @@ def test_fit_agrees_with_a_scalar_minimiser_and_is_stationary(seed):
 
 def test_the_temperature_scales_with_the_logits_and_ignores_row_shifts():
     z, y = sampled(11)
-    T = cal.fit_temperature(z, y).T
+    T = ts.fit_temperature(z, y).T
     for k in (-600, -3, 1, 600):  # powers of two: the scaled problem is bit-identical
-        assert cal.fit_temperature(math.ldexp(1.0, k) * z, y).T == math.ldexp(T, k)
-    assert cal.fit_temperature(3 * z, y).T == pytest.approx(3 * T, rel=1e-12)
+        assert ts.fit_temperature(math.ldexp(1.0, k) * z, y).T == math.ldexp(T, k)
+    assert ts.fit_temperature(3 * z, y).T == pytest.approx(3 * T, rel=1e-12)
     shift = np.random.default_rng(12).uniform(-5, 5, (len(z), 1))
-    assert cal.fit_temperature(z + shift, y).T == pytest.approx(T, rel=1e-12)
+    assert ts.fit_temperature(z + shift, y).T == pytest.approx(T, rel=1e-12)
 
 
 def test_profile_derivatives_are_those_of_the_nll():
     z, y = sampled(13)
     r = float(np.ptp(z, axis=1).mean())  # the scale of f'; r^2 that of f''
     for beta in (0.1, 0.4, 1.0, 3.0):
-        prof = cal.temperature_profile(z, y, beta)
+        prof = ts.temperature_profile(z, y, beta)
         h = 1e-5 * beta
-        lo, hi = (cal.temperature_profile(z, y, b) for b in (beta - h, beta + h))
+        lo, hi = (ts.temperature_profile(z, y, b) for b in (beta - h, beta + h))
         # truncation (h beta r)^2 / 6 ~ 1e-9 relative, rounding u f / (h r) ~ 1e-11
         assert abs(prof.slope - (hi.value - lo.value) / (2 * h)) <= 1e-8 * r
         assert abs(prof.curvature - (hi.slope - lo.slope) / (2 * h)) <= 1e-8 * r * r
-    prof0 = cal.temperature_profile(z, y, 0.0)
+    prof0 = ts.temperature_profile(z, y, 0.0)
     assert prof0.value == pytest.approx(math.log(z.shape[1]), rel=1e-15)
     assert prof0.slope == pytest.approx((z.mean(axis=1) - z[np.arange(len(y)), y]).mean(),
                                         rel=1e-12)
@@ -292,7 +294,7 @@ def test_profile_derivatives_are_those_of_the_nll():
 
 def test_constant_rows_give_t_equal_one_with_a_warning():
     with pytest.warns(cal.CalibrationWarning, match="every row of logits is constant"):
-        fit = cal.fit_temperature(np.full((4, 3), 2.5), np.array([0, 1, 2, 0]))
+        fit = ts.fit_temperature(np.full((4, 3), 2.5), np.array([0, 1, 2, 0]))
     assert (fit.T, fit.status, fit.iterations) == (1.0, "flat", 0)
     assert fit.nll_after == pytest.approx(math.log(3), rel=1e-15)
 
@@ -305,7 +307,7 @@ def test_constant_rows_give_t_equal_one_with_a_warning():
 def test_no_temperature_minimises_when_every_label_logit_is_maximal(z, y):
     with pytest.raises(ValueError, match="labels: the label's logit is the largest of its row "
                                          "in all 2 samples.*no T > 0 minimises it"):
-        cal.fit_temperature(z, y)
+        ts.fit_temperature(z, y)
 
 
 @pytest.mark.parametrize("z, y", [
@@ -314,17 +316,17 @@ def test_no_temperature_minimises_when_every_label_logit_is_maximal(z, y):
 ])
 def test_uninformative_logits_give_the_uniform_prediction_with_a_warning(z, y):
     with pytest.warns(cal.CalibrationWarning, match="T = inf, the uniform prediction"):
-        fit = cal.fit_temperature(z, y)
+        fit = ts.fit_temperature(z, y)
     assert (fit.T, fit.beta, fit.status, fit.iterations) == (math.inf, 0.0, "uniform", 0)
     assert fit.slope >= 0
     assert fit.nll_after == pytest.approx(math.log(z.shape[1]), rel=1e-15)
-    np.testing.assert_array_equal(softmax(cal.apply_temperature(z, fit)), 1 / z.shape[1])
+    np.testing.assert_array_equal(softmax(ts.apply_temperature(z, fit)), 1 / z.shape[1])
 
 
 def test_a_barely_informative_set_gets_a_large_finite_temperature():
     z = np.array([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 2)
     y = np.zeros(5, dtype=int)  # three right, two wrong, margins 1: f'(0) = -0.1
-    fit = cal.fit_temperature(z, y)
+    fit = ts.fit_temperature(z, y)
     # with s = sigmoid(beta): f'(beta) = (3 (s - 1) + 2 s) / 5 = 0 at s = 3/5
     assert fit.status == "minimum"
     assert fit.beta == pytest.approx(math.log(1.5), rel=1e-14)
@@ -332,7 +334,7 @@ def test_a_barely_informative_set_gets_a_large_finite_temperature():
 
 def test_one_mistake_among_many_gives_a_small_temperature():
     z = np.array([[4.0, 0.0]] * 999 + [[0.0, 4.0]])
-    fit = cal.fit_temperature(z, np.zeros(1000, dtype=int))
+    fit = ts.fit_temperature(z, np.zeros(1000, dtype=int))
     # with s = sigmoid(4 beta): f'(beta) = 4 (999 (s - 1) + s) / 1000 = 0 at s = 0.999
     assert fit.beta == pytest.approx(math.log(999) / 4, rel=1e-12)
     assert fit.iterations <= 20
@@ -341,38 +343,38 @@ def test_one_mistake_among_many_gives_a_small_temperature():
 def test_hitting_max_iter_warns_and_says_so():
     z, y = sampled(14)
     with pytest.warns(cal.CalibrationWarning, match="no convergence in max_iter = 2"):
-        fit = cal.fit_temperature(z, y, max_iter=2)
+        fit = ts.fit_temperature(z, y, max_iter=2)
     assert fit.status == "max-iter" and fit.iterations == 2
 
 
 def test_apply_temperature_divides_and_accepts_inf_and_a_fit():
     z, y = sampled(15)
-    fit = cal.fit_temperature(z, y)
-    np.testing.assert_array_equal(cal.apply_temperature(z, fit), z / fit.T)
-    np.testing.assert_array_equal(cal.apply_temperature(z, math.inf), np.zeros_like(z))
-    out = cal.apply_temperature(z, 2.0)
+    fit = ts.fit_temperature(z, y)
+    np.testing.assert_array_equal(ts.apply_temperature(z, fit), z / fit.T)
+    np.testing.assert_array_equal(ts.apply_temperature(z, math.inf), np.zeros_like(z))
+    out = ts.apply_temperature(z, 2.0)
     assert out is not z and np.array_equal(z, sampled(15)[0])  # the input is left alone
 
 
 def test_row_blocks_give_the_same_numbers(monkeypatch):
     z, y = sampled(16, n=300, c=7)
-    whole = cal.fit_temperature(z, y), cal.temperature_profile(z, y, 0.7)
-    monkeypatch.setattr(cal, "BLOCK_ENTRIES", 50)  # blocks of 7 rows, the last one short
-    blocked = cal.fit_temperature(z, y), cal.temperature_profile(z, y, 0.7)
+    whole = ts.fit_temperature(z, y), ts.temperature_profile(z, y, 0.7)
+    monkeypatch.setattr(ts, "BLOCK_ENTRIES", 50)  # blocks of 7 rows, the last one short
+    blocked = ts.fit_temperature(z, y), ts.temperature_profile(z, y, 0.7)
     assert blocked[0].T == pytest.approx(whole[0].T, rel=1e-14)
     np.testing.assert_allclose(blocked[1], whole[1], rtol=1e-13)
 
 
 def test_a_beta_that_overflows_against_the_logits_is_refused():
     with pytest.raises(ValueError, match="beta: expected beta times the largest row range"):
-        cal.temperature_profile(GOOD_Z * 1e300, GOOD_Y, 1e300)
+        ts.temperature_profile(GOOD_Z * 1e300, GOOD_Y, 1e300)
 
 
 def test_a_minimiser_beyond_the_search_range_is_an_error(monkeypatch):
     z = np.array([[4.0, 0.0]] * 999 + [[0.0, 4.0]])  # gamma* = 8 log(999) / 4 = 13.8
-    monkeypatch.setattr(cal, "MAX_GAMMA", 8.0)
+    monkeypatch.setattr(ts, "MAX_GAMMA", 8.0)
     with pytest.raises(ValueError, match="logits: the NLL keeps decreasing up to beta = 8"):
-        cal.fit_temperature(z, np.zeros(1000, dtype=int))
+        ts.fit_temperature(z, np.zeros(1000, dtype=int))
 
 
 def test_an_absurd_bin_count_and_an_overflowing_temperature_are_refused():
@@ -383,5 +385,5 @@ def test_an_absurd_bin_count_and_an_overflowing_temperature_are_refused():
     assert cal.ece(p, y, n_bins=limit).n_bins == limit
     z = np.array([[1.0, -2.0], [0.5, 3.0]])
     with pytest.raises(ValueError, match="T: expected a T > 0 for which z / T is finite"):
-        cal.apply_temperature(z, 1e-320)
-    assert np.array_equal(cal.apply_temperature(z, 0.5), 2 * z)
+        ts.apply_temperature(z, 1e-320)
+    assert np.array_equal(ts.apply_temperature(z, 0.5), 2 * z)

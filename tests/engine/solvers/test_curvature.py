@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from engine.solvers.curvature import hessian, hvp, logit_hessians, objective
-from engine.gradcheck import numerical_gradient, relative_error
-from engine.solvers.softmax_regression import fit_softmax_regression
+from lastlayer.engine.solvers.exact.curvature import hessian, hvp, logit_hessians, objective
+from lastlayer.engine.gradcheck import numerical_gradient, relative_error
+from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
 
 
 def problem(loss, seed=0, n=30, d=4, c=3):

@@ -1,16 +1,17 @@
-"""engine.solvers.eigen: exact classifier-space curvature and layer Hessian-vector products."""
+"""lastlayer.engine.solvers.exact.eigen: exact classifier-space curvature and layer
+Hessian-vector products."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine import Dense, Network, Tanh, softmax_cross_entropy
-from engine.solvers import (
+from lastlayer.engine import Dense, Network, Tanh, softmax_cross_entropy
+from lastlayer.engine.solvers import (
     fit_softmax_regression, hessian, hvp, layer_hvp, layer_top_eigenpair, rayleigh_quotient,
     top_eigenpairs,
 )
-from engine.solvers.eigen import pack, unpack
+from lastlayer.engine.solvers.exact.eigen import pack, unpack
 
 
 @pytest.fixture(scope="module")

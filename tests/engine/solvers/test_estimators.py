@@ -1,6 +1,7 @@
-"""Exact heads on user features (engine.solvers.estimators): equal to scikit-learn's solvers,
-the same in memory, streamed from files and on a 2-worker Dask LocalCluster; lambda chosen
-as RidgeCV / LogisticRegressionCV choose it; scikit-learn's estimator conventions."""
+"""Exact heads on user features (lastlayer.engine.solvers.estimators): equal to
+scikit-learn's solvers, the same in memory, streamed from files and on a 2-worker Dask
+LocalCluster; lambda chosen as RidgeCV / LogisticRegressionCV choose it; scikit-learn's
+estimator conventions."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead, evaluate_head
-from engine.solvers.sources import ArraySource, open_source
+from lastlayer.engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead, evaluate_head
+from lastlayer.engine.solvers.streaming.sources import ArraySource, open_source
 
 N, D, C = 600, 12, 3
 
@@ -277,7 +278,7 @@ def test_lambdas_whose_products_overflow_are_refused_before_any_work(data, monke
     with pytest.raises(ValueError, match=r"lams: expected N lam <= 1e\+150 .* got 1e\+149 \(entry 1 of 2\)"):
         ExactRidgeHead(lams=[1.0, 1e149], cv="gcv").fit(x, y)
     assert reads == []  # refused before a single row was read
-    from engine.solvers.estimators import LAM_ROWS_MAX, check_lams
+    from lastlayer.engine.solvers.estimators import LAM_ROWS_MAX, check_lams
 
     assert LAM_ROWS_MAX == 1e150
     np.testing.assert_array_equal(check_lams([1e-3, np.float32(0.5)], 600, "--lam-grid"), [1e-3, 0.5])
@@ -310,7 +311,7 @@ def test_a_large_lambda_leaves_the_bias_at_the_log_class_priors(data):
     assert head.converged_ and head.n_iter_ <= 8
     assert max_diff(head.intercept_, prior - prior.mean()) < 1e-12
     assert np.abs(head.coef_).max() < 1e-140
-    from engine.solvers import fit_softmax_regression
+    from lastlayer.engine.solvers import fit_softmax_regression
 
     sol = fit_softmax_regression(x, labels, lam, method="newton-cg", tol=1e-12)
     assert sol.converged and sol.iterations <= 8
@@ -323,8 +324,8 @@ def test_every_path_solve_of_the_kfold_cv_converges(data):
     stayed at a residual of 3.6e-10 > tol = 1e-10 for 100 iterations, silently. The full
     step is now judged by the residual where J is flat to rounding: every solve converges
     in at most 10 iterations."""
-    from engine.solvers.runners import LocalRunner
-    from engine.solvers.softmax_streamed import softmax_path
+    from lastlayer.engine.solvers.streaming.runners import LocalRunner
+    from lastlayer.engine.solvers.estimators.softmax_streamed import softmax_path
 
     x, _, labels = data
     lams = np.logspace(-4, 0, 8)

@@ -1,8 +1,9 @@
 """The exact heads with their last-layer Laplace posterior (``laplace=True``) and the
-calibration metrics of ``evaluate_head``: the predictive equals LastLayerLaplace's own,
-the ridge head's predictive variance equals Bayesian linear regression's closed form, the
-metrics merged over chunks equal engine.solvers.calibration on the whole arrays, the
-estimator conventions hold, and every bad setting is named before any pass."""
+calibration metrics of ``evaluate_head``: the predictive equals LastLayerLaplace's own, the
+ridge head's predictive variance equals Bayesian linear regression's closed form, the
+metrics merged over chunks equal lastlayer.engine.solvers.diagnostics.calibration on the
+whole arrays, the estimator conventions hold, and every bad setting is named before any
+pass."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from engine.solvers import estimators
-from engine.solvers.calibration import brier, ece
-from engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead, evaluate_head
-from engine.solvers.laplace import LastLayerLaplace, tau_from_lam
-from engine.solvers.sources import ArraySource
+from lastlayer.engine.solvers import estimators
+from lastlayer.engine.solvers.diagnostics.calibration import brier, ece
+from lastlayer.engine.solvers.estimators import ExactRidgeHead, ExactSoftmaxHead, evaluate_head
+from lastlayer.engine.solvers.laplace.posterior import LastLayerLaplace, tau_from_lam
+from lastlayer.engine.solvers.streaming.sources import ArraySource
 
 N, D, C = 240, 5, 3
 
@@ -208,7 +209,7 @@ def test_bad_laplace_settings_are_named_before_any_pass(data, monkeypatch, make,
 def test_the_memory_and_size_limits_are_named(data, monkeypatch):
     x, y, labels = data
     reads = []
-    monkeypatch.setattr(estimators, "LAPLACE_FEATURES_MAX", N * D * 8 - 1)
+    monkeypatch.setattr(estimators.checks, "LAPLACE_FEATURES_MAX", N * D * 8 - 1)
     monkeypatch.setattr(ArraySource, "read", lambda self, a, b: reads.append((a, b)))
     with pytest.raises(ValueError, match=r"laplace: the posterior needs the training features in "
                                          r"memory as float64, 240 x 5 = 9,600 bytes, above "
@@ -217,7 +218,7 @@ def test_the_memory_and_size_limits_are_named(data, monkeypatch):
         ExactRidgeHead(laplace=True).fit(x, y)
     assert reads == []
     monkeypatch.undo()
-    monkeypatch.setattr(estimators, "FULL_MAX", C * (D + 1) - 1)
+    monkeypatch.setattr(estimators.checks, "FULL_MAX", C * (D + 1) - 1)
     with pytest.raises(ValueError, match=r"laplace_structure: 'full' needs a dense 18 x 18 "
                                          r"precision .* above FULL_MAX = 17 parameters "
                                          r"C \(d \+ 1\); use 'kfac'"):

@@ -1,6 +1,6 @@
-"""The last-layer Laplace approximation (engine.solvers.laplace, laplace_structures,
-laplace_select): structures against each other and against dense algebra, the predictive,
-the evidence and its optimum, cross-validation, and every argument check."""
+"""The last-layer Laplace approximation (lastlayer.engine.solvers.laplace.posterior,
+laplace_structures, evidence): structures against each other and against dense algebra, the
+predictive, the evidence and its optimum, cross-validation, and every argument check."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from engine.solvers import laplace, laplace_select, laplace_structures
-from engine.solvers.curvature import hessian
-from engine.solvers.laplace import LastLayerLaplace, squared_loss_mode, tau_from_lam
-from engine.solvers.laplace_select import select_prior
-from engine.solvers.laplace_structures import engine_order
-from engine.solvers.ridge import ridge
-from engine.solvers.ridge_cv import fold_edges
-from engine.solvers.softmax_regression import fit_softmax_regression
-from engine.streams import stream
+from lastlayer.engine.solvers.laplace import evidence
+from lastlayer.engine.solvers.laplace import posterior as laplace
+from lastlayer.engine.solvers.laplace import structures as laplace_structures
+from lastlayer.engine.solvers.exact.curvature import hessian
+from lastlayer.engine.solvers.laplace.posterior import LastLayerLaplace, squared_loss_mode, tau_from_lam
+from lastlayer.engine.solvers.laplace.select import select_prior
+from lastlayer.engine.solvers.laplace.structures import engine_order
+from lastlayer.engine.solvers.exact.ridge import ridge
+from lastlayer.engine.solvers.estimators.ridge_cv import fold_edges
+from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
+from lastlayer.engine.streams import stream
 
 
 def ce_problem(n=60, d=3, c=4, lam=1e-2, seed=0, bias=True):
@@ -246,7 +248,7 @@ def test_the_evidence_is_concave_in_log_tau_and_newton_finds_the_grid_maximum():
     post = LastLayerLaplace(W, b, x, y, tau_w=1.0, tau_b=1.0)
     grid = np.logspace(-3, 3, 121)
     curve = np.array([post.with_prior(t, t).log_evidence() for t in grid])
-    assert np.all(np.diff(curve, 2) < 0)  # concave in log tau (laplace_select's docstring)
+    assert np.all(np.diff(curve, 2) < 0)  # concave in log tau (evidence's docstring)
     opt = post.optimize_prior("scalar")
     assert opt.converged and opt.tau_w == opt.tau_b
     assert opt.log_evidence >= curve.max()
@@ -257,15 +259,15 @@ def test_newton_derivatives_match_central_differences():
     x, y, W, b = ce_problem()
     for structure in ("full", "kfac"):
         post = LastLayerLaplace(W, b, x, y, tau_w=0.7, tau_b=2.0, structure=structure)
-        e, g, h = laplace_select.evidence_derivatives(post)
+        e, g, h = evidence.evidence_derivatives(post)
         step = 1e-5
         for k in range(2):
             u = np.log([0.7, 2.0])
             plus, minus = u.copy(), u.copy()
             plus[k] += step
             minus[k] -= step
-            ep, gp, _ = laplace_select.evidence_derivatives(post.with_prior(*np.exp(plus)))
-            em, gm, _ = laplace_select.evidence_derivatives(post.with_prior(*np.exp(minus)))
+            ep, gp, _ = evidence.evidence_derivatives(post.with_prior(*np.exp(plus)))
+            em, gm, _ = evidence.evidence_derivatives(post.with_prior(*np.exp(minus)))
             assert (ep - em) / (2 * step) == pytest.approx(g[k], rel=1e-7, abs=1e-9)
             assert np.allclose((gp - gm) / (2 * step), h[:, k], rtol=1e-6, atol=1e-8)
 
@@ -433,7 +435,7 @@ def test_squared_predictive_nll_closed_forms_agree_across_structures():
 
 def test_kfac_gaussian_density_is_the_dense_one_for_a_rotated_factor():
     """With CE curvature S_A is not a multiple of I: its eigenvectors rotate the residual."""
-    from engine.solvers.laplace_structures import _dense_gaussian_nll
+    from lastlayer.engine.solvers.laplace.structures import _dense_gaussian_nll
 
     x, y, W, b = ce_problem()
     post = LastLayerLaplace(W, b, x, y, tau_w=1.0, tau_b=1.0, structure="kfac")._post

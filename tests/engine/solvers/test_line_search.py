@@ -1,12 +1,13 @@
-"""engine.solvers.line_search: the exact 1-D minimum of a last-layer loss (PoF's eq. 2)."""
+"""lastlayer.engine.solvers.exact.line_search: the exact 1-D minimum of a last-layer loss
+(PoF's eq. 2)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.solvers import LineProfile, hessian, line_minimum, objective, released_line_search
-from engine.solvers.eigen import pack
+from lastlayer.engine.solvers import LineProfile, hessian, line_minimum, objective, released_line_search
+from lastlayer.engine.solvers.exact.eigen import pack
 
 
 def problem(seed=0, n=32, d=6, c=3, loss="ce"):

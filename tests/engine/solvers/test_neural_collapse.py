@@ -1,6 +1,6 @@
-"""Neural-collapse metrics (engine.solvers.neural_collapse): against a direct two-pass NumPy
-reference, closed forms, streamed from files and on a 2-worker Dask cluster, far from the
-origin, and every refused input."""
+"""Neural-collapse metrics (lastlayer.engine.solvers.diagnostics.neural_collapse): against a
+direct two-pass NumPy reference, closed forms, streamed from files and on a 2-worker Dask
+cluster, far from the origin, and every refused input."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import zarr
 
-from engine.solvers.runners import LocalRunner
-from engine.solvers.sources import ArraySource
+from lastlayer.engine.solvers.streaming.runners import LocalRunner
+from lastlayer.engine.solvers.streaming.sources import ArraySource
 
-# the module itself (engine.solvers may export the function under the module's name)
-NCM = importlib.import_module("engine.solvers.neural_collapse")
+# the module itself (lastlayer.engine.solvers may export the function under the module's name)
+NCM = importlib.import_module("lastlayer.engine.solvers.diagnostics.neural_collapse")
 neural_collapse = NCM.neural_collapse
 
 
@@ -243,7 +243,7 @@ def cluster():
 
 def test_dask_workers_merge_to_the_local_result(data, files, cluster):
     """8 chunks on 2 workers, from a file and from memory: the fixed tree of merges."""
-    from engine.solvers.runners import make_runner
+    from lastlayer.engine.solvers.streaming.runners import make_runner
 
     x, y, W, b = data
     local = neural_collapse(x, y, W, b, chunk_rows=50)

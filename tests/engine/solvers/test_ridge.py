@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.solvers.ridge import (
+from lastlayer.engine.solvers.exact.ridge import (
     GramAccumulator, RankDeficientWarning, kernel_ridge, ridge, ridge_gradient, ridge_objective,
     ridge_path, rkhs_norm,
 )
@@ -43,7 +43,7 @@ def test_primal_dual_and_svd_agree_and_are_optimal(n, d):
 
 
 def test_ridge_gradient_matches_finite_differences():
-    from engine.gradcheck import numerical_gradient, relative_error
+    from lastlayer.engine.gradcheck import numerical_gradient, relative_error
 
     phi, y = problem(20, 4)
     W = np.random.default_rng(2).standard_normal((3, 4))

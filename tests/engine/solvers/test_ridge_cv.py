@@ -1,7 +1,7 @@
-"""The ridge head's sufficient statistics and cross-validation criteria (engine.solvers.ridge_cv)
-against references computed directly in float64, where summed statistics cancel: fewer rows
-than features (GCV, LOO), nearly exact fits (GCV, K-fold), features far from the origin
-(centring)."""
+"""The ridge head's sufficient statistics and cross-validation criteria
+(lastlayer.engine.solvers.estimators.ridge_cv) against references computed directly in
+float64, where summed statistics cancel: fewer rows than features (GCV, LOO), nearly exact
+fits (GCV, K-fold), features far from the origin (centring)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold, cross_val_score
 
-from engine.solvers.estimators import ExactRidgeHead
-from engine.solvers.ridge_cv import fold_edges
+from lastlayer.engine.solvers.estimators import ExactRidgeHead
+from lastlayer.engine.solvers.estimators.ridge_cv import fold_edges
 
 
 def rel(a, b) -> float:
@@ -184,7 +184,7 @@ def test_offset_features_keep_the_kfold_scores():
 def test_pairwise_merge_is_exact_on_small_integers():
     """The merge of two chunks' centred sums equals the centred sums of their union: on
     integers, 4 rows in each chunk, every value is exact, and the two agree bit for bit."""
-    from engine.solvers.ridge_cv import merge_statistics  # also the chunks' merge on Dask workers
+    from lastlayer.engine.solvers.estimators.ridge_cv import merge_statistics  # also the chunks' merge on Dask workers
 
     rng = np.random.default_rng(3)
     a, b = rng.integers(-4, 5, (4, 3)).astype(float), rng.integers(-4, 5, (4, 3)).astype(float)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from engine import (
+from lastlayer.engine import (
     BatchNorm, Conv2D, Dense, Dropout, Flatten, GlorotUniform, L2Normalize, MaxPool2D, Network,
     ReLU, Sigmoid, Tanh, TruncatedNormal,
 )
-from engine.training.architecture import build, describe
+from lastlayer.engine.training.architecture import build, describe
 
 
 def test_every_layer_round_trips():

@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from engine import BatchNorm, Dense, Network, ReLU
-from engine import optim
-from engine.training import checkpoint
-from engine.training.data import toy_classification
-from engine.training import init_train_state, train
+from lastlayer.engine import BatchNorm, Dense, Network, ReLU
+from lastlayer.engine import optim
+from lastlayer.engine.training import checkpoint
+from lastlayer.engine.training.data import toy_classification
+from lastlayer.engine.training import init_train_state, train
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.training import data
+from lastlayer.engine.training import data
 
 
 def test_simulated_regression_recipes():

@@ -1,4 +1,4 @@
-"""engine.training.steps: the gradient-step hook of the training loop, plain and SAM."""
+"""lastlayer.engine.training.steps: the gradient-step hook of the training loop, plain and SAM."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from engine import Dense, Dropout, Network, ReLU, optim, softmax_cross_entropy
-from engine.training import (
+from lastlayer.engine import Dense, Dropout, Network, ReLU, optim, softmax_cross_entropy
+from lastlayer.engine.training import (
     Batch, StepResult, init_train_state, load_checkpoint, plain_gradient, sam_gradient,
     save_checkpoint, train,
 )
-from engine.training.data import toy_classification
+from lastlayer.engine.training.data import toy_classification
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from engine import BatchNorm, Dense, Dropout, Network, ReLU
-from engine import optim
-from engine.training.data import simulated_regression, toy_classification
-from engine.training import NonFiniteLossError, evaluate, init_train_state, train
+from lastlayer.engine import BatchNorm, Dense, Dropout, Network, ReLU
+from lastlayer.engine import optim
+from lastlayer.engine.training.data import simulated_regression, toy_classification
+from lastlayer.engine.training import NonFiniteLossError, evaluate, init_train_state, train
 
 
 @pytest.fixture(scope="module")

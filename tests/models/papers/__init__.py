@@ -8,8 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from models.experiment import MIN_SEEDS, UNDEFINED_CONVENTION, no_interval, single_threaded_blas
-from models.ledger import DIFFERS, PASS, Check, run_check
+from lastlayer.models.experiment import MIN_SEEDS, UNDEFINED_CONVENTION, no_interval, single_threaded_blas
+from lastlayer.models.ledger import DIFFERS, PASS, Check, run_check
 
 
 def assert_row(check: Check, differs_from_paper: set[str]) -> None:
@@ -28,7 +28,7 @@ NAN = re.compile(r"\bnan\b", re.IGNORECASE)
 
 
 def assert_seed_statistics(out: Path, seeds: int, compared: bool) -> None:
-    """The report and results.h5 of a run over ``seeds`` seeds follow models.experiment's
+    """The report and results.h5 of a run over ``seeds`` seeds follow lastlayer.models.experiment's
     convention: below 3 seeds no interval, no p-value and no "nan", and the reason said;
     from 3 on, intervals (and, where the paper compares methods paired by seed, confidence
     intervals of the difference and p-values). In results.h5 every dataset holding NaN says

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from models.ledger import DIFFERS, FAIL, PASS
-from models.papers import paper
-from models.papers.entame import claims, images, method, protocol, reproduce
+from lastlayer.models.ledger import DIFFERS, FAIL, PASS
+from lastlayer.models.papers import paper
+from lastlayer.models.papers.entame import claims, images, method, protocol, reproduce
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from models.ledger import FAIL
-from models.papers import paper
-from models.papers.fixed_classifier import claims, method, protocol, reproduce
+from lastlayer.models.ledger import FAIL
+from lastlayer.models.papers import paper
+from lastlayer.models.papers.fixed_classifier import claims, method, protocol, reproduce
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 

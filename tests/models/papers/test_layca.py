@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from models.ledger import FAIL
-from models.papers import paper
-from engine.training.data import mnist
-from models.papers.layca import claims, images, method, protocol, reproduce
+from lastlayer.models.ledger import FAIL
+from lastlayer.models.papers import paper
+from lastlayer.engine.training.data import mnist
+from lastlayer.models.papers.layca import claims, images, method, protocol, reproduce
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 

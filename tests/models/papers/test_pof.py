@@ -7,12 +7,12 @@ import h5py
 import numpy as np
 import pytest
 
-from engine import Dense, Network, ReLU, Tanh, optim
-from engine.training import TrainState, load_checkpoint, save_checkpoint, train
-from models.ledger import DIFFERS, FAIL, PASS
-from models.papers import paper
-from models.papers.pof import claims, image_section, images, method, protocol, reproduce
-from models.papers.pof.method import PoF, feature_mask, pof_step
+from lastlayer.engine import Dense, Network, ReLU, Tanh, optim
+from lastlayer.engine.training import TrainState, load_checkpoint, save_checkpoint, train
+from lastlayer.models.ledger import DIFFERS, FAIL, PASS
+from lastlayer.models.papers import paper
+from lastlayer.models.papers.pof import claims, image_section, images, method, protocol, reproduce
+from lastlayer.models.papers.pof.method import PoF, feature_mask, pof_step
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 
@@ -119,7 +119,7 @@ def test_P5_rows_react_to_the_histogram_and_the_variances(fresh):
 
 
 def test_P5_lanczos_fails_with_a_wrong_hessian_vector_product(fresh):
-    from engine.solvers import eigen
+    from lastlayer.engine.solvers.exact import eigen
 
     real = eigen.hvp
     fresh.setattr(eigen, "hvp", lambda *a, **k: tuple(1.001 * v for v in real(*a, **k)))
@@ -321,7 +321,7 @@ def test_image_section_pof_keeps_the_sam_classifier_and_gamma0_is_sgd_on_phi():
             np.testing.assert_array_equal(a[k], b[k])
     assert runs["pof"].history["perturbation"][0] > 0 == runs["pof-gamma0"].history["perturbation"][0]
     m = images.measure(net, runs["pof"], d, 50, 2, 0)
-    from engine.solvers import top_eigenpairs
+    from lastlayer.engine.solvers import top_eigenpairs
     phi = protocol.features(net, runs["pof"].params, runs["pof"].net_state, d.x_test)
     head = runs["pof"].params[-1]
     dense = top_eigenpairs(head["W"], head["b"], phi, d.y_test, 0.0, "ce", k=1, method="dense")

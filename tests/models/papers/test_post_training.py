@@ -7,13 +7,13 @@ import h5py
 import numpy as np
 import pytest
 
-from engine import Dense, Dropout, Network, ReLU, optim
-from engine.solvers import objective, ridge_gradient
-from engine.training import Dataset, init_train_state, train
-from engine.training.data import digits, simulated_regression
-from models.papers import paper
-from models.papers.post_training import protocol, reproduce
-from models.papers.post_training.method import features, optimal_last_layer, post_train
+from lastlayer.engine import Dense, Dropout, Network, ReLU, optim
+from lastlayer.engine.solvers import objective, ridge_gradient
+from lastlayer.engine.training import Dataset, init_train_state, train
+from lastlayer.engine.training.data import digits, simulated_regression
+from lastlayer.models.papers import paper
+from lastlayer.models.papers.post_training import protocol, reproduce
+from lastlayer.models.papers.post_training.method import features, optimal_last_layer, post_train
 
 from . import assert_row, assert_statistics_at_1_2_3_seeds
 
@@ -119,8 +119,8 @@ def test_reproduce_post_training_smoke(tmp_path, monkeypatch):
 def test_mnist_exact_last_layers_are_the_minimisers_of_their_objectives():
     """(d) and (e) of the image section at a tiny scale: the CE optimum's objective is below
     every post-training SGD iterate's and the trained head's, and the post-trained head moves toward the CE optimum."""
-    from engine.training.data import mnist
-    from models.papers.post_training import images
+    from lastlayer.engine.training.data import mnist
+    from lastlayer.models.papers.post_training import images
 
     run = images.image_run(mnist(), 0, (30,), 20)
     J = run["objective"][0]

@@ -1,0 +1,7 @@
+"""``python -m lastlayer ...``: the same command line as the ``lastlayer`` script."""
+
+import sys
+
+from .models.cli import main
+
+sys.exit(main())
