@@ -6,7 +6,21 @@ import statistics
 import time
 from collections.abc import Callable
 
+import pytest
+
 REPORT: list[str] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Benchmarks run in this one process: the test suite's worker processes (``-n`` in
+    pyproject.toml's addopts) would time two benchmarks against each other, and their
+    report (``pytest_terminal_summary`` below) would stay in the workers. Runs before
+    pytest-xdist's own ``pytest_configure``, which then starts no worker."""
+    if getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+        config.option.tx = []
 
 
 def interleaved_times(functions: dict[str, Callable[[], object]], rounds: int = 30,
