@@ -15,7 +15,8 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
-from lastlayer.engine.solvers.laplace import posterior as la_mod  # the module: the tests' mutations reach it
+# the module: the tests' mutations reach it
+from lastlayer.engine.solvers.laplace import posterior as la_mod
 from lastlayer.engine.solvers.exact.ridge import ridge
 from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
 from lastlayer.engine.streams import stream

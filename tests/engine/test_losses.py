@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from lastlayer.engine.losses import log_softmax, one_hot, softmax, softmax_cross_entropy, squared_error
+from lastlayer.engine.losses import (
+    log_softmax, one_hot, softmax, softmax_cross_entropy, squared_error,
+)
 from lastlayer.engine.gradcheck.cases import LAYER_TOL, LOSS_CASES
 from tests import naive
 

@@ -9,7 +9,9 @@ import scipy.linalg
 
 from lastlayer.kernels import config, fwht
 from lastlayer.kernels.fwht_reference import fwht_reference
-from lastlayer.kernels.hadamard import dense_hadamard, hadamard_entry, hadamard_rows, next_power_of_two
+from lastlayer.kernels.hadamard import (
+    dense_hadamard, hadamard_entry, hadamard_rows, next_power_of_two,
+)
 
 
 def pm1(rng, shape, dtype=np.float64):

@@ -93,7 +93,9 @@ from scipy.linalg.blas import get_blas_funcs
 
 from ..._checks import float_array, positive_int
 from ..streaming.runners import LocalRunner
-from ..streaming.sources import ArraySource, check_chunk, default_chunk_rows, open_source, row_chunks
+from ..streaming.sources import (
+    ArraySource, check_chunk, default_chunk_rows, open_source, row_chunks,
+)
 
 __all__ = ["NeuralCollapse", "neural_collapse", "merge_statistics", "between_pinv", "self_duality"]
 

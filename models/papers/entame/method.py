@@ -40,7 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lastlayer.engine import Constant, Dense, GlorotNormal, HeNormal, MaxEntropy, Network, ZNormalize, stream
+from lastlayer.engine import (
+    Constant, Dense, GlorotNormal, HeNormal, MaxEntropy, Network, ZNormalize, stream,
+)
 from lastlayer.engine._checks import is_integer
 from lastlayer.engine.layers import Initializer
 from lastlayer.engine.training import Dataset, TrainState, train

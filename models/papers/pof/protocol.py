@@ -39,7 +39,9 @@ from lastlayer.engine.solvers import (
     objective, rayleigh_quotient, top_eigenpairs,
 )
 from lastlayer.engine.solvers.exact.eigen import pack
-from lastlayer.engine.training import Dataset, TrainState, evaluate, init_train_state, sam_gradient, train
+from lastlayer.engine.training import (
+    Dataset, TrainState, evaluate, init_train_state, sam_gradient, train,
+)
 from lastlayer.engine.training.data import digits
 
 from .method import PoF, feature_mask, pof_step

@@ -12,7 +12,9 @@ from lastlayer.engine.solvers.laplace import evidence
 from lastlayer.engine.solvers.laplace import posterior as laplace
 from lastlayer.engine.solvers.laplace import structures as laplace_structures
 from lastlayer.engine.solvers.exact.curvature import hessian
-from lastlayer.engine.solvers.laplace.posterior import LastLayerLaplace, squared_loss_mode, tau_from_lam
+from lastlayer.engine.solvers.laplace.posterior import (
+    LastLayerLaplace, squared_loss_mode, tau_from_lam,
+)
 from lastlayer.engine.solvers.laplace.select import select_prior
 from lastlayer.engine.solvers.laplace.structures import engine_order
 from lastlayer.engine.solvers.exact.ridge import ridge

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lastlayer.engine.solvers import LineProfile, hessian, line_minimum, objective, released_line_search
+from lastlayer.engine.solvers import (
+    LineProfile, hessian, line_minimum, objective, released_line_search,
+)
 from lastlayer.engine.solvers.exact.eigen import pack
 
 

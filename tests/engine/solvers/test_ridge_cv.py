@@ -184,7 +184,8 @@ def test_offset_features_keep_the_kfold_scores():
 def test_pairwise_merge_is_exact_on_small_integers():
     """The merge of two chunks' centred sums equals the centred sums of their union: on
     integers, 4 rows in each chunk, every value is exact, and the two agree bit for bit."""
-    from lastlayer.engine.solvers.estimators.ridge_cv import merge_statistics  # also the chunks' merge on Dask workers
+    # also the chunks' merge on Dask workers
+    from lastlayer.engine.solvers.estimators.ridge_cv import merge_statistics
 
     rng = np.random.default_rng(3)
     a, b = rng.integers(-4, 5, (4, 3)).astype(float), rng.integers(-4, 5, (4, 3)).astype(float)

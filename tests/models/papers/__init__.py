@@ -8,7 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lastlayer.models.experiment import MIN_SEEDS, UNDEFINED_CONVENTION, no_interval, single_threaded_blas
+from lastlayer.models.experiment import (
+    MIN_SEEDS, UNDEFINED_CONVENTION, no_interval, single_threaded_blas,
+)
 from lastlayer.models.ledger import DIFFERS, PASS, Check, run_check
 
 
