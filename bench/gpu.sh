@@ -45,7 +45,7 @@ fi
 status=0
 log ""
 log "== gpu-marked tests =="
-timeout 180 "$py" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee -a "$summary"
+timeout 180 "$py" -m pytest -q -n 0 -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee -a "$summary"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 log ""

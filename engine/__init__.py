@@ -1,18 +1,21 @@
 """lastlayer's engine: reusable mechanisms with hand-written derivatives, grouped by concern.
 
 * ``layers``: layers with explicit forward and backward passes (protocol in
-  ``lastlayer.engine.layers.base``), the fixed Hadamard / orthogonal heads, weight initialisers;
+  ``lastlayer.engine.layers.base``), the fixed Hadamard / orthogonal / simplex-ETF heads,
+  weight initialisers;
 * ``losses``: losses returning (value, gradient); ``network``: a stack of layers that
   splits into a feature extractor and a head;
 * ``optim``: optimizers as (init, update) pairs, schedules, tree algebra, Layca;
-* ``solvers``: exact last-layer solvers (ridge, softmax regression) and their curvature;
+* ``solvers``: exact last-layer solvers (ridge, softmax regression), their curvature and
+  line search; neural collapse, calibration; the last-layer Laplace; the exact heads as
+  scikit-learn estimators; the file and Dask plumbing they stream through;
 * ``training``: the training loop, embedded datasets, checkpoints, atomic files;
 * ``gradcheck``: central-difference checks and the cases that check every layer;
 * ``streams``: named, counter-based random streams; ``backend``: NumPy or CuPy.
 
 No autodiff: every layer has an explicit forward and backward pass. Arrays are NumPy or
-CuPy; the engine takes its array module from its inputs (``lastlayer.engine.backend``) and contains
-no device-specific code. Imports point down: ``engine`` imports ``kernels``, never
+CuPy; the engine takes its array module from its inputs (``lastlayer.engine.backend``) and
+contains no device-specific code. Imports point down: ``engine`` imports ``kernels``, never
 ``models``.
 """
 

@@ -1,6 +1,6 @@
 """lastlayer: a NumPy/CuPy reference engine for research on the last layer of neural networks.
 
-One import name, three layers, imports pointing down (docs/design.md)::
+One import name, three layers, imports pointing down::
 
     lastlayer.models    the five papers, their claims ledger, the studies and the command line
     lastlayer.engine    hand-written layers, losses, optimisers, training, exact solvers
@@ -29,7 +29,6 @@ from .engine.solvers import (
 from .kernels import fwht
 
 __all__ = [
-    "__version__",
     "Network", "Layer", "Dense", "ReLU", "Tanh", "Sigmoid", "Conv2D", "MaxPool2D", "Flatten",
     "BatchNorm", "Dropout", "L2Normalize", "ZNormalize", "HadamardHead", "OrthogonalHead",
     "SimplexETFHead", "softmax_cross_entropy", "squared_error",

@@ -3,15 +3,20 @@
 ``models/`` and ``engine/`` packages (issue 28: a user's ``models/`` next to a notebook
 shadowed ours when we installed three top-level packages).
 
-The wheel is built from this checkout without build isolation (no download: setuptools comes
-with the dev extras) and installed with ``--no-deps`` into a fresh venv that has no pip of
-its own; that venv sees the test environment's dependencies (numpy, scipy, ...) through a
-``.pth`` line, which adds their folder without running the editable install's hooks there.
+The wheel is built from a copy of the tree's sources (never the checkout's own build/ or
+egg-info, which a developer's earlier ``pip install .`` leaves behind), without build
+isolation (no download: setuptools comes with the dev extras), and installed with
+``--no-deps`` into a fresh venv that has no pip of its own; that venv sees the test
+environment's dependencies (numpy, scipy, ...) through a ``.pth`` line, which adds their
+folder without running the editable install's hooks there. The copy carries the leftovers
+of a build of the old layout (``build/lib/engine``, a stale egg-info): the build backend
+(src/lastlayer_build.py) must keep them out of the wheel.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +28,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_LAYOUT = ("engine", "kernels", "models")
+SOURCES = ("pyproject.toml", "README.md", "MANIFEST.in", "src", *ENGINE_LAYOUT)
+
+
+def source_copy(into: Path) -> Path:
+    """The files a build reads, copied to ``into``, plus what ``pip install .`` of the old
+    layout left in a checkout: build/lib/{engine,kernels,models} and an egg-info listing
+    them."""
+    into.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, into / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(ROOT / name, into / name)
+    for old in ENGINE_LAYOUT:
+        (into / "build" / "lib" / old).mkdir(parents=True)
+        (into / "build" / "lib" / old / "__init__.py").write_text("raise ImportError('stale')\n")
+    (into / "lastlayer.egg-info").mkdir()
+    (into / "lastlayer.egg-info" / "SOURCES.txt").write_text(
+        "".join(f"{old}/__init__.py\n" for old in ENGINE_LAYOUT))
+    (into / "lastlayer.egg-info" / "top_level.txt").write_text("\n".join(ENGINE_LAYOUT) + "\n")
+    return into
 
 
 def run(*argv, cwd, env=None):
@@ -35,8 +62,9 @@ def run(*argv, cwd, env=None):
 def installed(tmp_path_factory):
     """(python, site-packages, script) of a fresh venv with lastlayer's wheel installed."""
     tmp = tmp_path_factory.mktemp("install")
+    tree = source_copy(tmp / "tree")
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-        "-w", tmp / "dist", ROOT, cwd=tmp)
+        "-w", tmp / "dist", tree, cwd=tmp)
     (wheel,) = (tmp / "dist").glob("lastlayer-*.whl")
     venv.create(tmp / "venv", with_pip=False)
     python = tmp / "venv" / "bin" / "python"

@@ -96,7 +96,7 @@ def check_laplace(loss: str, *, prior, structure, tau_b, bias: bool, rows: int, 
     if loss not in ("squared", "ce"):
         raise ValueError(f"loss: expected 'squared' or 'ce', got {loss!r}")
     if not isinstance(prior, str) or prior not in LAPLACE_PRIORS:
-        why = (" ('cv', laplace_select.select_prior's K-fold choice, refits the head on every "
+        why = (" ('cv', laplace.select.select_prior's K-fold choice, refits the head on every "
                "fold: not offered)" if prior == "cv" else "")
         raise ValueError(f"laplace_prior: expected one of {', '.join(map(repr, LAPLACE_PRIORS))}, "
                          f"got {prior!r}{why}")

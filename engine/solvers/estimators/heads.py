@@ -64,7 +64,7 @@ shift of every bias by one constant is a null direction of the Hessian; >= 0 for
 "squared", 0 being the flat prior under which theta* is the exact mode; None without a
 bias). ``laplace_structure``: the engine's "auto" ("kron", exact, for the squared loss;
 "full" up to C (d + 1) = FULL_AUTO_MAX parameters for "ce", else "kfac"), or "full", "kron"
-(squared only), "kfac". K-fold CV of the prior (``laplace_select.select_prior``) is not
+(squared only), "kfac". K-fold CV of the prior (``laplace.select.select_prior``) is not
 offered: it refits the head on every fold (K + 1 in-memory fits: 50 s for 5 folds against
 the head's 4 s on 4000 x 128 MNIST features, C = 10). The posterior needs the training
 features in memory: after the fit they are read whole, as float64 (float32 values exactly),

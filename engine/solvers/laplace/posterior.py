@@ -36,7 +36,7 @@ H_loss the exact Hessian of the mean loss (``curvature.hessian`` at lam = 0), A_
 logit Hessian (diag(p_i) - p_i p_i^T, or 2 I), J_i the logits' Jacobian. The head is
 linear, so the Gauss-Newton matrix is the Hessian exactly. In the class-major order (c, j)
 (j < d: W[c, j]; j = d: b_c) J_i = I_C (x) phit_i^T, phit_i = [Phi_i, 1], and P0 = I_C (x) D,
-D = diag(tau_w, ..., tau_w, tau_b). Structures (``laplace_structures``):
+D = diag(tau_w, ..., tau_w, tau_b). Structures (``structures``):
 
 * "full": the dense (C(d+1))^2 Lambda, its Cholesky factor, covariance and log det;
 * "kron": the squared loss, exactly: Lambda = I_C (x) (2 Phit^T Phit + D), O(d^3) whatever

@@ -1,4 +1,4 @@
-"""What ``lastlayer head fit`` and ``head eval`` share (``head_cli``): the usage error, the
+"""What ``lastlayer head fit`` and ``head eval`` share (the package's ``__init__``): the usage error, the
 head file's format tag, the files check, the sources, thread counts, progress and memory."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 For ce: accuracy, NLL (the cross-entropy), ECE over 15 equal-width confidence bins and the
 Brier score of the softmax (``lastlayer.engine.solvers.estimators.evaluate_head``); when the head
-file has a ``laplace/`` group (``head_laplace``), the same for the Laplace posterior's
+file has a ``laplace/`` group (``laplace``), the same for the Laplace posterior's
 probit predictive, in a second row; and, for features written by ``lastlayer features``,
 the network's own last layer. For squared: MSE, RMSE and the NLL of N(z, I / 2) (the
 likelihood the squared loss is), and with ``laplace/`` the NLL of the Gaussian predictive

@@ -1,6 +1,6 @@
 """``lastlayer head fit``: the exact head (``lastlayer.engine.solvers.estimators``), optionally its
 last-layer Laplace posterior (``--laplace``), written atomically to HEAD.h5 (the layout in
-``head_cli``'s docstring; the ``laplace/`` group in ``head_laplace``'s)."""
+the package's docstring; the ``laplace/`` group in ``laplace``'s)."""
 
 from __future__ import annotations
 

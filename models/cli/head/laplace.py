@@ -7,7 +7,7 @@ itself (the file's ``W`` and ``b``), Hn = sum_i J_i^T A_i J_i the data's curvatu
 diag(tau_w on the weights, tau_b on the biases). P = C q parameters, q = d + 1 with a bias
 (else d), in the class-major order (c, j): j < d is W[c, j], j = d is b_c; ``order`` (P,)
 gives the engine's index [vec(W) row by row; b] of each
-(``laplace_structures.engine_order``).
+(``lastlayer.engine.solvers.laplace.structures.engine_order``).
 
 Attributes: ``structure`` ("full", "kron", "kfac"), ``loss``, ``tau_w``, ``tau_b`` (absent
 without a bias), ``tau_w_map`` = 2 N lam (the prior whose mode the head is), ``prior``

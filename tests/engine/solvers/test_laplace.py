@@ -1,5 +1,5 @@
 """The last-layer Laplace approximation (lastlayer.engine.solvers.laplace.posterior,
-laplace_structures, evidence): structures against each other and against dense algebra, the
+structures, evidence): structures against each other and against dense algebra, the
 predictive, the evidence and its optimum, cross-validation, and every argument check."""
 
 from __future__ import annotations
