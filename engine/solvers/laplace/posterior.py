@@ -92,6 +92,7 @@ PREDICTIVES = ("probit", "probit-centred", "mc")
 FULL_AUTO_MAX = 4096  # "auto" -> "full" up to here: a 134 MB Lambda, ~2e10 flops to factor
 FULL_MAX = 12_000  # "full" and the dense precision() / covariance(): (12 000)^2 doubles = 1.15 GB
 BLOCK_BYTES = 64 << 20  # row blocks of the streamed sums and of the Monte Carlo draws
+MC_TINY = 1e-280  # a Monte Carlo mean probability below this is recomputed in log space
 PROBIT_SCALE = np.pi / 8  # sigmoid(x) ~ Phi(sqrt(pi/8) x) (MacKay 1992b)
 
 
@@ -196,6 +197,30 @@ def squared_loss_mode(Phi, Y, tau_w: float, tau_b: float | None = None):
     sol = scipy.linalg.cho_solve(scipy.linalg.cho_factor(k), rhs)  # (q, C)
     d = phi.shape[1]
     return np.ascontiguousarray(sol[:d].T), (sol[d].copy() if bias else None)
+
+
+def _log_mean_softmax(logits: np.ndarray) -> np.ndarray:
+    """log((1/S) sum_s softmax(logits[:, s, :])) (B, C) for logits (B, S, C): the Monte Carlo
+    predictive in log form. The draws' probabilities are averaged directly (one exp per entry,
+    as laplace-torch does; each row shifted by its maximum, so nothing overflows), and only
+    the entries whose mean falls below MC_TINY, where the sum may have underflowed or lost
+    digits to subnormals, are redone in log space (log-sum-exp over the draws of the
+    log-softmax): finite for any finite logits. Averaging every entry in log space costs
+    three times as much (a log-sum-exp over S draws of a log-softmax)."""
+    p = logits - logits.max(axis=2, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=2, keepdims=True)
+    mean = p.mean(axis=1)
+    small = mean < MC_TINY
+    with np.errstate(divide="ignore"):  # an underflowed 0 is replaced just below
+        out = np.log(mean)
+    if small.any():
+        rows = np.flatnonzero(small.any(axis=1))
+        s, c = logits.shape[1:]
+        logp = log_softmax(logits[rows].reshape(-1, c)).reshape(len(rows), s, c)
+        exact = scipy.special.logsumexp(logp, axis=1) - np.log(s)
+        out[rows] = np.where(small[rows], exact, out[rows])
+    return out
 
 
 def _logit_hessian_sum(W, b, phi, loss: str) -> np.ndarray:
@@ -374,8 +399,7 @@ class LastLayerLaplace:
             eps = np.stack([stream(seed, "laplace-mc", m).standard_normal((draws, c))
                             for m in range(lo, hi)])  # (B, S, C): row m's draws, whatever B
             logits = z[lo:hi, None, :] + self._post.logit_noise(phit[lo:hi], eps)
-            logp = log_softmax(logits.reshape(-1, c)).reshape(logits.shape)
-            out[lo:hi] = scipy.special.logsumexp(logp, axis=1) - np.log(draws)
+            out[lo:hi] = _log_mean_softmax(logits)
         return out
 
     def predict_proba(self, Phi_star, method: str = "probit", draws: int = 1000,

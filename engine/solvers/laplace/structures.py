@@ -164,7 +164,7 @@ class FullPosterior:
         (F_m = U sqrt(e) from the eigendecomposition of Sigma_z[m])."""
         e, u = np.linalg.eigh(self.logit_covariance(phit))
         f = u * np.sqrt(np.maximum(e, 0.0))[:, None, :]
-        return np.einsum("mce,mse->msc", f, eps)
+        return eps @ f.transpose(0, 2, 1)  # (eps_m F_m^T)[s, c]: batched products
 
 
 class KronCurvature:

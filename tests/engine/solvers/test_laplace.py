@@ -18,8 +18,8 @@ from lastlayer.engine.solvers.laplace.posterior import (
 from lastlayer.engine.solvers.laplace.select import select_prior
 from lastlayer.engine.solvers.laplace.structures import engine_order
 from lastlayer.engine.solvers.exact.ridge import ridge
-from lastlayer.engine.solvers.estimators.ridge_cv import fold_edges
 from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression
+from lastlayer.engine.solvers.streaming.sources import fold_edges
 from lastlayer.engine.streams import stream
 
 
@@ -200,6 +200,23 @@ def test_monte_carlo_with_one_draw_is_the_softmax_of_one_sample():
     sample = z[0] + (u * np.sqrt(np.maximum(e, 0))) @ stream(3, "laplace-mc", 0).standard_normal(4)
     want = np.exp(sample - sample.max())
     assert rel(one[0], want / want.sum()) < 1e-12
+
+
+def test_monte_carlo_mean_in_probability_space_equals_the_log_space_form():
+    """The draws' probabilities are averaged directly; where a class's mean underflows (here
+    e^-1000 below the best class) that entry is redone in log space, so the log predictive
+    stays finite and equals log-sum-exp over the draws of the log-softmax everywhere."""
+    from scipy.special import logsumexp
+
+    from lastlayer.engine.losses import log_softmax
+
+    logits = 3 * stream(5, "laplace-mc", 0).standard_normal((6, 40, 5))
+    logits[3:, :, 0] += 1000.0  # rows 3-5: classes 1-4 have mean probability ~e^-1000
+    want = logsumexp(log_softmax(logits.reshape(-1, 5)).reshape(logits.shape), axis=1) - np.log(40)
+    got = laplace._log_mean_softmax(logits)
+    assert np.isfinite(got).all() and got[3:, 1:].max() < -900
+    assert np.abs(got - want).max() <= 1e-13 * np.abs(want).max()
+    assert np.abs(got[:3] - want[:3]).max() < 1e-14  # no underflow: probability space alone
 
 
 def test_monte_carlo_approaches_the_probit_for_small_variance():
