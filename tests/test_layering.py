@@ -51,18 +51,9 @@ def imports(path: Path) -> set[str]:
 def imports_of(source: str, package: str) -> set[str]:
     """Absolute names of the modules imported by ``source``, a module of ``package``."""
     found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module
-            found.add(module)
-            found |= {f"{module}.{alias.name}" for alias in node.names}
+    for module, names in import_statements(source, package):
+        found.add(module)
+        found |= {f"{module}.{name}" for name in names}
     return found
 
 
