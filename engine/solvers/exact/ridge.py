@@ -103,9 +103,12 @@ FLOAT32_RCOND_MIN = float(np.sqrt(np.finfo(np.float32).eps))
 
 def _svd_solve(phi, y, n_lam):
     """W^T = V diag(s / (s^2 + N lam)) U^T Y, singular values below the rank cut-off
-    dropped (the minimum-norm solution when lam = 0)."""
+    dropped (the minimum-norm solution when lam = 0). The cut-off is the usual
+    max(s) max(N, d) eps, and at least sqrt(tiny) of the dtype: a singular value whose
+    square underflows (float32 features of 1e-44, subnormal) is numerically zero."""
     u, s, vt = scipy.linalg.svd(phi, full_matrices=False, check_finite=False)
-    cutoff = s.max(initial=0.0) * max(phi.shape) * np.finfo(phi.dtype).eps
+    info = np.finfo(phi.dtype)
+    cutoff = max(s.max(initial=0.0) * max(phi.shape) * info.eps, float(np.sqrt(info.tiny)))
     keep = s > cutoff
     scale = np.zeros_like(s)
     scale[keep] = s[keep] / (s[keep] ** 2 + n_lam)
@@ -163,6 +166,9 @@ def ridge(Phi, Y, lam: float, method: str = "auto", fit_bias: bool = False) -> R
                 refine = True  # singular in float32 need not be singular in float64
             if refine:
                 wt, _ = _normal_equations(phi.astype(np.float64), y.astype(np.float64), n_lam, method)
+                if np.abs(wt).max(initial=0.0) > np.finfo(np.float32).max:
+                    # the float64 solution does not fit float32: rank-deficient in float32
+                    raise np.linalg.LinAlgError("the float64 solution overflows float32")
                 wt = wt.astype(np.float32)
         except np.linalg.LinAlgError:
             warnings.warn(f"ridge: the {method} system with lam = {lam:g} is not positive definite "

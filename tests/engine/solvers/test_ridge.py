@@ -169,3 +169,18 @@ def test_no_warning_in_the_regular_case():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ridge(phi, y, 0.0)  # full rank: positive definite even without regularisation
+
+
+@pytest.mark.parametrize("phi, y", [
+    (np.full((2, 2), 1e-44, np.float32), np.zeros(2, np.float32)),  # Gram underflows to 0
+    (np.full((1, 1), 1e-44, np.float32), np.ones(1, np.float32)),  # W = 1e44 > float32 max
+])
+def test_subnormal_float32_features_give_the_minimum_norm_solution(phi, y):
+    """Found by tests/reliability/test_fuzz.py: float32 features of 1e-44 (subnormal), lam =
+    0. Their squares underflow, so in float32 Phi is numerically zero: the SVD's cut-off
+    (at least sqrt(tiny)) drops them and W = 0, with RankDeficientWarning; before, the SVD
+    divided by s^2 = 0 and the float64 refinement cast 1e44 to float32 (inf)."""
+    with pytest.warns(RankDeficientWarning):
+        sol = ridge(phi, y, 0.0)
+    assert sol.method == "svd" and sol.W.dtype == np.float32
+    np.testing.assert_array_equal(sol.W, np.zeros((1, phi.shape[1]), np.float32))
