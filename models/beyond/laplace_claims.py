@@ -16,6 +16,7 @@ import scipy.special
 import scipy.stats
 
 # the module: the tests' mutations reach it
+# the module, not its names: the tests' mutations reach it
 from lastlayer.engine.solvers.laplace import posterior as la_mod
 from lastlayer.engine.solvers.exact.ridge import ridge
 from lastlayer.engine.solvers.exact.softmax_regression import fit_softmax_regression

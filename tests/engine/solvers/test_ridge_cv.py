@@ -185,6 +185,7 @@ def test_pairwise_merge_is_exact_on_small_integers():
     """The merge of two chunks' centred sums equals the centred sums of their union: on
     integers, 4 rows in each chunk, every value is exact, and the two agree bit for bit."""
     # also the chunks' merge on Dask workers
+    # also the chunks' merge on Dask workers
     from lastlayer.engine.solvers.estimators.ridge_cv import merge_statistics
 
     rng = np.random.default_rng(3)
