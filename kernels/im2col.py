@@ -5,6 +5,11 @@
 
 x_pad is the input after any zero padding; Ho = (H - kh) // sh + 1. Device arrays take the
 array formulation of ``lastlayer.engine.layers.conv.Conv2D`` instead.
+
+Both run over slices of the batch on ``kernel_threads()`` threads (``lastlayer.kernels.threads``;
+``lastlayer.engine.threads`` chooses the count): each sample's copy, and each sample's sums,
+are computed by one thread in the one-thread order, so the result is the same bit for bit
+for any thread count.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import im2col_cpu
+from .threads import over_batch
 
 __all__ = ["im2col", "col2im"]
 
@@ -37,7 +43,8 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> n
     n, c, h, w = x.shape
     ho, wo = _out(h, w, kernel, stride)
     cols = np.empty((n, c, kernel[0], kernel[1], ho, wo), dtype=x.dtype)
-    im2col_cpu.im2col(x, kernel[0], kernel[1], stride[0], stride[1], cols)
+    (kh, kw), (sh, sw) = kernel, stride
+    over_batch(lambda a, b: im2col_cpu.im2col(x[a:b], kh, kw, sh, sw, cols[a:b]), n)
     return cols
 
 
@@ -50,5 +57,6 @@ def col2im(dcols: np.ndarray, stride: tuple[int, int], x_shape: tuple) -> np.nda
         raise ValueError(f"dcols: shape {dcols.shape} is not the im2col shape of "
                          f"{tuple(x_shape)} with stride {stride}")
     dx = np.zeros(x_shape, dtype=dcols.dtype)
-    im2col_cpu.col2im(dcols, stride[0], stride[1], dx)
+    sh, sw = stride
+    over_batch(lambda a, b: im2col_cpu.col2im(dcols[a:b], sh, sw, dx[a:b]), n)
     return dx

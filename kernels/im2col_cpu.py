@@ -13,7 +13,7 @@ slower still (col2im 2.5x). Still 2.3x a plain copy of cols: the copies are not 
 
 Both give exactly the array formulation's numbers: im2col is a copy, and col2im adds the
 window offsets' contributions to each input element in the same (i, j) row-major order.
-Serial, as kernels/pool_cpu.py explains.
+Serial loops; ``lastlayer.kernels.im2col`` runs them over slices of the batch (threads.py).
 """
 
 from __future__ import annotations

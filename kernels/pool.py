@@ -6,6 +6,9 @@
 No padding; Ho = (H - kh) // sh + 1 (rows that do not fill a window are dropped). argmax
 is uint8, the winner's offset i * kw + j in its window (so kh * kw <= 256). Device arrays
 take the array formulation of ``lastlayer.engine.layers.conv.MaxPool2D`` instead.
+
+Both run over slices of the batch on ``kernel_threads()`` threads (``lastlayer.kernels.threads``):
+no window crosses samples, so every thread count gives the one-thread result bit for bit.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import pool_cpu
+from .threads import over_batch
 
 __all__ = ["maxpool2d", "maxpool2d_backward"]
 
@@ -39,7 +43,9 @@ def maxpool2d(x: np.ndarray, pool: tuple[int, int], stride: tuple[int, int]):
     ho, wo = _geometry(x.shape, pool, stride)
     y = np.empty((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype)
     argmax = np.empty(y.shape, dtype=np.uint8)
-    pool_cpu.maxpool2d_forward(x, pool[0], pool[1], stride[0], stride[1], y, argmax)
+    (kh, kw), (sh, sw) = pool, stride
+    over_batch(lambda a, b: pool_cpu.maxpool2d_forward(x[a:b], kh, kw, sh, sw, y[a:b],
+                                                       argmax[a:b]), x.shape[0])
     return y, argmax
 
 
@@ -54,5 +60,7 @@ def maxpool2d_backward(argmax: np.ndarray, dy: np.ndarray, x_shape: tuple, pool:
     if _geometry(x_shape, pool, stride) != dy.shape[2:] or tuple(x_shape[:2]) != dy.shape[:2]:
         raise ValueError(f"dy: shape {dy.shape} is not the pooled shape of {tuple(x_shape)}")
     dx = np.zeros(x_shape, dtype=dy.dtype)
-    pool_cpu.maxpool2d_backward(argmax, dy, pool[0], pool[1], stride[0], stride[1], dx)
+    (kh, kw), (sh, sw) = pool, stride
+    over_batch(lambda a, b: pool_cpu.maxpool2d_backward(argmax[a:b], dy[a:b], kh, kw, sh, sw,
+                                                        dx[a:b]), dy.shape[0])
     return dx

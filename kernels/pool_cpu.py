@@ -16,9 +16,9 @@ backward adds each dy to the input position of its window's winner, in the array
 formulation's order where windows overlap (stride < pool), so it equals that
 formulation's sum of ``dy * (argmax == k)`` bit for bit for finite dy.
 
-Serial: these are memory-bound passes of a few MB inside a training step, which the
-engine runs on the thread count its problem size calls for (engine/threads.py); a prange
-over N would compete with BLAS's threads for the same cores.
+Serial loops: ``lastlayer.kernels.pool`` runs them over slices of the batch on the thread
+count the engine chose (kernels/threads.py: a pool of threads, not a prange, which spins
+between calls); each sample is one thread's, so every count gives the same bits.
 """
 
 from __future__ import annotations
