@@ -11,6 +11,7 @@ for an undefined value, nor a p-value of 0."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -25,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from lastlayer.engine.training.io import atomic_path, atomic_write_text
+
+from .tasks import Execution, Tasks
 
 MIN_SEEDS = 3  # intervals and p-values over seeds from this many on
 P_FLOOR = 1e-10
@@ -107,8 +110,6 @@ def pyplot():
 def run_attributes(experiment: str, quick: bool, settings) -> dict:
     """The attributes of a reproduction's results.h5: its name, quick or full, the settings
     (a dataclass) and the provenance."""
-    import dataclasses
-
     return {"experiment": experiment, "quick": int(quick), "seeds": settings.seeds,
             "settings": dataclasses.asdict(settings), **provenance()}
 
@@ -136,9 +137,10 @@ class Steps:
     it ("about 6 min in all"), so that a run far longer than meant (``--seeds 10000``) can
     be stopped at once (Ctrl-C writes nothing partial)."""
 
-    def __init__(self, total: int, quiet: bool, title: str):
+    def __init__(self, total: int, quiet: bool, title: str, workers: int = 1):
         self.bar = None
         self.total, self.title, self.done, self.logged = total, title, 0, 0
+        self.workers = max(1, int(workers))  # units run at once: the estimate divides by it
         self.quiet = quiet
         self.log = not quiet and not sys.stdout.isatty()
         self.t0 = time.perf_counter()
@@ -158,9 +160,16 @@ class Steps:
 
     @contextmanager
     def step(self, description: str):
+        """The block is one unit of work called ``description``."""
         if self.bar is not None:
             self.bar.update(self.task, description=description)
         yield
+        self.advance(description)
+
+    def advance(self, description: str) -> None:
+        """One unit of work called ``description`` is done (run elsewhere, e.g. on a worker)."""
+        if self.bar is not None and self.workers > 1:
+            self.bar.update(self.task, description=description)
         self.done += 1
         if self.bar is not None:
             self.bar.advance(self.task)
@@ -168,14 +177,16 @@ class Steps:
             return
         elapsed = self.seconds
         if self.done == 1 and self.total > 1:
-            self._print(f"{self.title}: {self.total} steps; the first took {elapsed:.1f} s: at "
-                        f"that rate the run needs about {duration(elapsed * self.total)} (a rough "
-                        f"guide: steps differ in cost; the time left is updated as it goes)")
+            on = f" on {self.workers} workers" if self.workers > 1 else ""
+            self._print(f"{self.title}: {self.total} tasks{on}; the first took {elapsed:.1f} s: "
+                        f"at that rate the run needs about "
+                        f"{duration(elapsed * self.total / self.workers)} (a rough guide: tasks "
+                        f"differ in cost; the time left is updated as it goes)")
         percent = 100 * self.done // max(1, self.total)
         if self.log and percent >= self.logged + 10:
             self.logged = percent - percent % 10
             left = elapsed / self.done * (self.total - self.done)
-            self._print(f"{self.title}: {self.done}/{self.total} steps ({description}), "
+            self._print(f"{self.title}: {self.done}/{self.total} tasks ({description}), "
                         f"{duration(elapsed)} so far, about {duration(left)} left")
 
     def __enter__(self):
@@ -208,24 +219,29 @@ def write_report(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def reproduce(experiment: str, out: Path, settings, *, quick: bool, quiet: bool, total: int,
-              compute: Callable[[Steps], dict], figures: Callable[[dict, Path], None],
+def reproduce(experiment: str, out: Path, settings, *, quick: bool, quiet: bool,
+              compute: Callable[[Tasks], dict], figures: Callable[[dict, Path], None],
               report: Callable[[dict, float, dict], str],
-              stored: Callable[[dict], dict] | None = None) -> Path:
+              stored: Callable[[dict], dict] | None = None,
+              execution: Execution | None = None) -> Path:
     """The run of ``lastlayer reproduce EXPERIMENT``, the same for every paper: make ``out``;
-    ``compute(steps)`` the results (one BLAS / Numba thread, ``total`` steps of progress);
-    write ``results.h5`` (``stored(results)`` where the file keeps another tree, e.g. with
-    attributes), the figures (``figures(results, out)``) and ``report.md`` (``report(results,
-    seconds, attrs)``, attrs those of results.h5: ``run_attributes``). Returns ``out``."""
+    ``compute(tasks)`` submits the run's tasks to ``tasks`` (``lastlayer.models.tasks``: run
+    where ``execution`` says, one BLAS / Numba thread each, progress counted in tasks), calls
+    ``tasks.run()`` and assembles the results from the handles; then write ``results.h5``
+    (``stored(results)`` where the file keeps another tree, e.g. with attributes), the
+    figures (``figures(results, out)``) and ``report.md`` (``report(results, seconds,
+    attrs)``, attrs those of results.h5: ``run_attributes``). Returns ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with single_threaded_blas(), Steps(total, quiet, experiment) as steps:
-        results = compute(steps)
-        seconds = steps.seconds
+    identity = {"experiment": experiment, "quick": bool(quick),
+                "settings": dataclasses.asdict(settings), "lastlayer": version()}
+    tasks = Tasks(execution, identity=identity, title=experiment, quiet=quiet)
+    with single_threaded_blas():
+        results = compute(tasks)
     attrs = run_attributes(experiment, quick, settings)
     write_results_h5(out / "results.h5", stored(results) if stored else results, attrs)
     figures(results, out)
-    write_report(out / "report.md", report(results, seconds, attrs))
+    write_report(out / "report.md", report(results, tasks.seconds, attrs))
     return out
 
 

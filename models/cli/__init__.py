@@ -2,8 +2,9 @@
 
     lastlayer verify [--only PREFIX ...] [--json PATH] [--list] [--wide] [--jobs N]      verify.py
     lastlayer train [--data NAME] [--hidden 128,128] [--epochs E] [--optimizer NAME] ... train.py
-    lastlayer reproduce PAPER [--quick] [--seeds N] [--out DIR]                       reproduce.py
-    lastlayer compare [--quick] [--seeds N] [--tasks T,...] [--out DIR]                 compare.py
+    lastlayer reproduce PAPER [--quick] [--seeds N] [--out DIR] [--workers N | --scheduler A]
+                              [--resume]                                             reproduce.py
+    lastlayer compare [--quick] [--seeds N] [--tasks T,...] [--out DIR] [--workers N ...] compare.py
     lastlayer features CHECKPOINT [--data NAME] --out F.h5                             features.py
     lastlayer head fit FEATURES (--targets Y | --labels L) --loss {squared,ce} ... --out HEAD.h5
     lastlayer head eval HEAD.h5 FEATURES (--targets Y | --labels L)                        head/
@@ -36,6 +37,7 @@ from lastlayer.engine.training import DATASETS
 from ..exercises import EXERCISES
 from ..experiment import version
 from ..papers import PAPERS
+from ..tasks import TaskError
 from . import head, train
 from .common import UsageError, exit_code, hidden, integer, prefix, real
 from .compare import cmd_compare, task_list
@@ -167,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "full run, e.g. 10; fewer with --quick; intervals and tests from 3 seeds on)")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/EXPERIMENT)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _task_flags(r)
 
     cp = sub.add_parser(
         "compare", help="every last-layer strategy on the same tasks, seeds and budgets",
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "mnist1d, mnist (default: all three; digits,mnist1d with --quick)")
     cp.add_argument("--out", metavar="DIR", help="output folder (default runs/compare)")
     cp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _task_flags(cp)
 
     f = sub.add_parser(
         "features", help="a trained network's penultimate features, for `head fit`",
@@ -231,6 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _task_flags(p: argparse.ArgumentParser) -> None:
+    """Where ``reproduce`` and ``compare`` run their tasks (``lastlayer.models.tasks``)."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=integer(1), metavar="N",
+                       help="run the tasks on a local Dask cluster of N single-threaded worker "
+                            "processes (default: one per core; 1: one after another in this "
+                            "process); the results are the same bits for every N")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the tasks on an existing Dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command: the tasks it "
+                        "finished are read back, not run again")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = f"lastlayer {args.command}"
@@ -250,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
+    except TaskError as err:  # a task's worker died twice
+        print(f"{prog}: {err}; nothing partial was written", file=sys.stderr)
+        return 1
     except OSError as err:
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"{prog}: {where}{err.strerror or err}", file=sys.stderr)

@@ -20,8 +20,9 @@ def cmd_compare(args, console) -> int:
 
     args.experiment = "compare"
 
-    def run(stage, *, quick, seeds, quiet):
-        return study.run(stage, quick=quick, seeds=seeds, quiet=quiet, tasks=args.tasks)
+    def run(stage, *, quick, seeds, quiet, execution):
+        return study.run(stage, quick=quick, seeds=seeds, quiet=quiet, tasks=args.tasks,
+                         execution=execution)
 
     return cmd_reproduce(args, console, run)
 

@@ -14,6 +14,12 @@ An existing --out is checked before any work:
   replaced whole, saying so (no figure of the earlier run stays behind);
 * holding another experiment's run, or any file that no manifest accounts for: refused,
   so that nothing a user put there is lost.
+
+The run's tasks (``lastlayer.models.tasks``) go to a local Dask cluster of one
+single-threaded worker per core (``--workers N``; 1: one after another in this process) or
+to an existing cluster (``--scheduler ADDRESS``); the files are the same bits either way.
+Every finished task is kept in a journal beside --out (``.NAME.tasks/``) until the folder is
+written; after an interrupt, the same command with ``--resume`` runs only the tasks left.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from lastlayer.engine.training.io import atomic_write_text
 
+from lastlayer.engine.solvers.streaming.runners import SchedulerError, check_scheduler
+from lastlayer.engine.threads import cores
+
 from .common import Files, UsageError
 from ..experiment import provenance
 from ..papers import paper
+from ..tasks import Execution, ResumeError
 
 MANIFEST = "lastlayer-run.json"
 
@@ -55,9 +66,14 @@ def earlier_run(out: Path, experiment: str) -> dict | None:
 
 
 def cmd_reproduce(args, console, run=None) -> int:
-    """``run(stage, quick=, seeds=, quiet=)`` writes the run (default: the paper's
-    ``reproduce``); ``lastlayer compare`` passes its study."""
+    """``run(stage, quick=, seeds=, quiet=, execution=)`` writes the run (default: the
+    paper's ``reproduce``); ``lastlayer compare`` passes its study."""
     run = run or paper(args.experiment).reproduce
+    if args.scheduler is not None:
+        try:
+            check_scheduler(args.scheduler, "--scheduler")  # its form; whether it answers, later
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     given = args.out if args.out is not None else f"runs/{args.experiment}"
     files = Files()
     files.output_dir(given, "--out")
@@ -74,14 +90,30 @@ def cmd_reproduce(args, console, run=None) -> int:
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    journal = out.parent / f".{out.name}.tasks"
+    workers = args.workers if args.workers is not None or args.scheduler else cores()
+    execution = Execution(workers=workers, scheduler=args.scheduler, journal=journal,
+                          resume=args.resume)
     try:
-        run(stage, quick=args.quick, seeds=args.seeds, quiet=args.quiet)
+        try:
+            run(stage, quick=args.quick, seeds=args.seeds, quiet=args.quiet, execution=execution)
+        except SchedulerError as err:
+            raise UsageError(f"{'--scheduler' if args.scheduler else '--workers'}: {err}") from None
+        except ResumeError as err:
+            raise UsageError(str(err)) from None
+        except KeyboardInterrupt:
+            kept = len(list(journal.glob("*.task"))) if journal.is_dir() else 0
+            if kept:
+                print(f"{kept} finished task{'s' if kept != 1 else ''} kept in {journal}/: the "
+                      f"same command with --resume runs only the rest", file=sys.stderr)
+            raise
         written = sorted(p.name for p in stage.iterdir())
         meta = {"experiment": args.experiment, "quick": bool(args.quick),
                 "seeds": _seeds(stage / "results.h5"), "files": written, **provenance()}
         atomic_write_text(stage / MANIFEST, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it 0700: the mode mkdir would give
         _replace(stage, out)
+        shutil.rmtree(journal, ignore_errors=True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         for folder in created:  # the parents made for this run, deepest first, if still empty

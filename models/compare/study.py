@@ -18,6 +18,7 @@ import numpy as np
 from lastlayer.engine.training.data import load
 
 from .. import experiment
+from ..tasks import Execution, Tasks
 from . import report
 from .evaluate import HEAD_METRICS, METRICS, VARIANTS, measure
 from .strategies import (
@@ -81,39 +82,72 @@ def _arrays(runs: dict) -> dict:
                    for group, values in groups.items()} for name, groups in runs.items()}
 
 
-def compute(s: Settings, steps: experiment.Steps) -> dict:
+def compute(s: Settings, tasks: Tasks) -> dict:
     """{task: {"strategies": {name: {variant: {metric: (seeds,)}}}, "transfer": {...},
-    "updates": {name: int}}}."""
-    results = {}
+    "updates": {name: int}, "sizes": {...}}}. One task per (data set, seed, strategy), and
+    per (data set, seed) the source body the transfer strategies start from."""
+    submitted = {}
     for task in s.tasks:
         data, x_val, y_val = split_validation(prepared(load(task)))
         source, target = source_target(data)
         budget = s.budget(task)
-        runs, transfer = _empty(STRATEGIES), _empty(TRANSFER)
-        updates = {}
+        x_tv, y_tv = _target_validation(data, x_val, y_val)
+        d, xv, yv = tasks.share(data), tasks.share(x_val), tasks.share(y_val)
+        tg, xt, yt = tasks.share(target), tasks.share(x_tv), tasks.share(y_tv)
+        seeds = []
         for k in range(s.seeds):
-            learned = None
-            for name in STRATEGIES:
-                with steps.step(f"{task} seed {k}: {name}"):
-                    trained = run_strategy(name, data, k, budget, learned)
-                    if name == "learned":
-                        learned = trained
-                    _store(runs[name], measure(trained, x_val, y_val, LAM))
-                    updates[name] = trained.updates
-            with steps.step(f"{task} seed {k}: transfer"):
-                body = pretrain_source(source, k, budget)
-                x_tv, y_tv = _target_validation(data, x_val, y_val)
-                for name in TRANSFER:
-                    trained = run_transfer(name, body, target, k, budget)
-                    _store(transfer[name], measure(trained, x_tv, y_tv, LAM))
-                    updates[name] = trained.updates
+            runs = {"learned": tasks.submit(f"{task} seed {k}: learned", _strategy, "learned",
+                                            d, xv, yv, k, budget)}
+            for name in STRATEGIES[1:]:
+                base = runs["learned"] if name in ("post-sgd", "post-exact") else None
+                runs[name] = tasks.submit(f"{task} seed {k}: {name}", _strategy, name, d, xv, yv,
+                                          k, budget, base)
+            body = tasks.submit(f"{task} seed {k}: source body", _source_body,
+                                tasks.share(source), k, budget)
+            for name in TRANSFER:
+                runs[name] = tasks.submit(f"{task} seed {k}: {name}", _transfer, name, body, tg,
+                                          xt, yt, k, budget)
+            seeds.append(runs)
+        submitted[task] = (seeds, {"classes": data.n_classes, "train": len(data.x_train),
+                                   "validation": len(x_val), "test": len(data.x_test),
+                                   "target_train": len(target.x_train),
+                                   "target_test": len(target.x_test)})
+    tasks.run()
+    results = {}
+    for task, (seeds, sizes) in submitted.items():
+        runs, transfer = _empty(STRATEGIES), _empty(TRANSFER)
+        for handles in seeds:
+            for name, h in handles.items():
+                _store((runs if name in STRATEGIES else transfer)[name], h.result()["measured"])
+        updates = {name: h.result()["updates"] for name, h in seeds[0].items()}
         results[task] = {"strategies": _arrays(runs), "transfer": _arrays(transfer),
-                         "updates": updates,
-                         "sizes": {"classes": data.n_classes, "train": len(data.x_train),
-                                   "validation": len(x_val),
-                                   "test": len(data.x_test), "target_train": len(target.x_train),
-                                   "target_test": len(target.x_test)}}
+                         "updates": updates, "sizes": sizes}
     return results
+
+
+def _strategy(name: str, data, x_val, y_val, seed: int, budget: Budget, learned=None) -> dict:
+    """A task: ``name`` trained on ``data`` from ``seed`` (post-sgd and post-exact continue
+    ``learned``, the result of this task for "learned" and the same seed) and measured on
+    the validation rows. The learned network comes back without its data (the caller has
+    it) for the strategies that continue it."""
+    base = None if learned is None else learned["trained"]._replace(data=data)
+    trained = run_strategy(name, data, seed, budget, base)
+    out = {"measured": measure(trained, x_val, y_val, LAM), "updates": trained.updates}
+    if name == "learned":
+        out["trained"] = trained._replace(data=None)
+    return out
+
+
+def _source_body(source, seed: int, budget: Budget):
+    """A task: the body every transfer strategy of ``seed`` starts from (without its data)."""
+    return pretrain_source(source, seed, budget)._replace(data=None)
+
+
+def _transfer(name: str, body, target, x_val, y_val, seed: int, budget: Budget) -> dict:
+    """A task: transfer strategy ``name`` from ``body`` to ``target``, measured on the
+    target classes' validation rows."""
+    trained = run_transfer(name, body, target, seed, budget)
+    return {"measured": measure(trained, x_val, y_val, LAM), "updates": trained.updates}
 
 
 def _target_validation(data, x_val, y_val):
@@ -122,17 +156,14 @@ def _target_validation(data, x_val, y_val):
     return x_val[keep], y_val[keep] - TRANSFER_CLASSES
 
 
-def total_steps(s: Settings) -> int:
-    return len(s.tasks) * s.seeds * (len(STRATEGIES) + 1)
-
-
 def run(out: Path, *, quick: bool = False, seeds: int | None = None, quiet: bool = False,
-        tasks: tuple[str, ...] | None = None) -> Path:
-    """``lastlayer compare``: results.h5, report.md and fig_compare.png in ``out``."""
+        tasks: tuple[str, ...] | None = None, execution: Execution | None = None) -> Path:
+    """``lastlayer compare``: results.h5, report.md and fig_compare.png in ``out``, the
+    tasks run where ``execution`` says (``lastlayer.models.tasks``; default: serially)."""
     s = settings_for(quick, seeds, tasks)
     return experiment.reproduce(
-        "compare", out, s, quick=quick, quiet=quiet, total=total_steps(s),
-        compute=lambda steps: compute(s, steps),
+        "compare", out, s, quick=quick, quiet=quiet, execution=execution,
+        compute=lambda pool: compute(s, pool),
         figures=lambda results, folder: report.figure(results, folder / "fig_compare.png"),
         report=lambda results, seconds, attrs: report.markdown(results, s, seconds, attrs),
         stored=report.stored)

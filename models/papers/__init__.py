@@ -5,7 +5,8 @@ Every entry names a package ``models/papers/<name with '_' for '-'>/`` of the sa
     method.py      the paper's procedure, as a user calls it
     protocol.py    its experiments: constants, data, networks, training runs, statistics
     claims.py      ``checks() -> list[Check]``: its ledger rows, IDs starting with ``prefix``
-    reproduce.py   ``run(out, *, quick, seeds, quiet) -> Path``: ``lastlayer reproduce NAME``
+    reproduce.py   ``run(out, *, quick, seeds, quiet, execution) -> Path``: ``lastlayer
+                   reproduce NAME``, its work submitted as tasks (``lastlayer.models.tasks``)
 
 claims.py and reproduce.py import method.py and protocol.py (and the engine); no paper
 package imports another (tests/test_layering.py enforces both). ``lastlayer verify``,
@@ -46,16 +47,19 @@ class Paper:
         return rows
 
     def reproduce(self, out: Path, *, quick: bool = False, seeds: int | None = None,
-                  quiet: bool = False) -> Path:
-        """Run ``lastlayer reproduce NAME``: results.h5, report.md and figures in ``out``.
-        Every reproduction runs with one BLAS and one Numba thread (``lastlayer.engine.threads``): its
-        matrices are small, a second thread gains nothing there and thrashes on a shared
-        machine, and the numbers then never depend on the machine's core count."""
+                  quiet: bool = False, execution=None) -> Path:
+        """Run ``lastlayer reproduce NAME``: results.h5, report.md and figures in ``out``;
+        its tasks where ``execution`` says (``lastlayer.models.tasks.Execution``; default:
+        one after another here). Every task runs with one BLAS and one Numba thread
+        (``lastlayer.engine.threads``): its matrices are small, a second thread gains
+        nothing there and thrashes on a shared machine, and the numbers then never depend
+        on the machine's core count; the cores are used by running tasks side by side."""
         from lastlayer.engine.threads import thread_limits
 
         module = importlib.import_module(f"{self.package}.reproduce")
         with thread_limits(threads=1):
-            return module.run(Path(out), quick=quick, seeds=seeds, quiet=quiet)
+            return module.run(Path(out), quick=quick, seeds=seeds, quiet=quiet,
+                              execution=execution)
 
 
 PAPERS: tuple[Paper, ...] = (

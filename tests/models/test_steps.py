@@ -15,10 +15,22 @@ def test_the_first_step_gives_an_estimate_and_a_pipe_gets_lines(capsys, monkeypa
             with steps.step(f"unit {i}"):
                 pass
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("demo: 20 steps; the first took 2.0 s: at that rate the run needs about "
-                        "40 s (a rough guide: steps differ in cost; the time left is updated as it goes)")
-    assert lines[1].startswith("demo: 2/20 steps (unit 1), ") and lines[-1].startswith("demo: 20/20")
+    assert lines[0] == ("demo: 20 tasks; the first took 2.0 s: at that rate the run needs about "
+                        "40 s (a rough guide: tasks differ in cost; the time left is updated as it goes)")
+    assert lines[1].startswith("demo: 2/20 tasks (unit 1), ") and lines[-1].startswith("demo: 20/20")
     assert len(lines) == 11  # the estimate and one line per 10 %
+
+
+def test_the_estimate_divides_by_the_workers(capsys, monkeypatch):
+    clock = iter(range(0, 1000, 2))
+    monkeypatch.setattr(experiment.time, "perf_counter", lambda: float(next(clock)))
+    with Steps(20, False, "demo", workers=4) as steps:
+        for i in range(20):
+            steps.advance(f"unit {i}")  # done elsewhere: no block around it
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("demo: 20 tasks on 4 workers; the first took 2.0 s: at that rate "
+                               "the run needs about 10 s")
+    assert len(lines) == 11
 
 
 def test_quiet_prints_nothing(capsys):

@@ -94,6 +94,11 @@ def test_bad_verify_flags(args, fragments):
     (["pof", "--quick", "--out", "__FILE__"], ["--out", "exists and is not a directory"]),
     (["pof", "--quick", "--out", "__FILE__/sub"], ["--out", "is not a directory"]),
     (["nothing"], ["invalid choice"]),
+    (["pof", "--workers", "0"], ["--workers", "expected an integer >= 1"]),
+    (["pof", "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],
+     ["--scheduler", "not allowed with argument --workers"]),
+    (["pof", "--scheduler", "tcp://127.0.0.1:99999", "--out", "__FILE__/sub"],
+     ["--scheduler", "port 99999 out of range"]),
 ])
 def test_bad_reproduce_flags(args, fragments, tmp_path):
     a_file = tmp_path / "a_file"

@@ -105,7 +105,7 @@ def test_train_json_may_not_name_the_checkpoint_it_resumes(folder, capsys, monke
 # ---- reproduce: one folder, written whole ---------------------------------------------------------
 def fake_reproduce(figures, fail_after=None):
     """A stand-in for a paper's run: results.h5, report.md and the named figures."""
-    def reproduce(self, out, *, quick=False, seeds=None, quiet=False):
+    def reproduce(self, out, *, quick=False, seeds=None, quiet=False, execution=None):
         with h5py.File(out / "results.h5", "w") as f:
             f.attrs["seeds"] = seeds or 2
         (out / "report.md").write_text(f"# {self.name}\n")

@@ -22,6 +22,7 @@ Everything goes to ``--out``: results.h5, report.md and PNG figures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 from lastlayer.engine.losses import error_energy
 
 from ...experiment import (
-    MIN_SEEDS, Paired, Steps, markdown_table, mean_ci, n_seeds, no_interval, paired, pyplot,
+    MIN_SEEDS, Paired, markdown_table, mean_ci, n_seeds, no_interval, paired, pyplot,
     reproduce, save_figure, seeds_note,
 )
 from . import image_report, images, protocol
@@ -70,80 +71,110 @@ class Settings:
         return cls(seeds or 24, 10, 8, seeds or 8, 10, 30)
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
-    """Run everything and write results.h5, report.md and the figures to ``out``."""
+def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False,
+        execution=None) -> Path:
+    """Run everything and write results.h5, report.md and the figures to ``out``; the
+    tasks (pre-trainings, one per fine-tuning run and seed, the sweeps) where ``execution``
+    says."""
     s = Settings.make(quick, seeds)
 
-    def compute(steps: Steps) -> dict:
+    def compute(tasks) -> dict:
+        sections = {name: _task(name, s, tasks) for name in protocol.TASKS}
+        image_seeds = [_image_seed(seed, s, tasks) for seed in range(s.image_seeds)]
+        tasks.run()
         results: dict = {}
-        for name in protocol.TASKS:
-            results[name] = _task(name, s, steps)
+        for name, assemble in sections.items():
+            results[name] = assemble()
             results[name]["paired"] = _tree(_comparisons(results[name]))
-        results["mnist"] = images.stack([_image_seed(seed, s, steps)
-                                         for seed in range(s.image_seeds)])
+        results["mnist"] = images.stack([assemble() for assemble in image_seeds])
         results["mnist"]["paired"] = image_report.tree(results["mnist"])
         return results
 
-    runs_per = len(protocol.OPTIMIZERS) * len(RECIPES)
-    return reproduce("entame", out, s, quick=quick, quiet=quiet,
-                     total=(len(protocol.TASKS) * (1 + runs_per + 4)
-                            + s.image_seeds * (1 + len(images.RECIPES))),
+    return reproduce("entame", out, s, quick=quick, quiet=quiet, execution=execution,
                      compute=compute,
                      figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
                                                                     attrs))
 
 
-def _task(name: str, s: Settings, steps: Steps) -> dict:
+def _task(name: str, s: Settings, tasks) -> Callable[[], dict]:
+    """Transfer task ``name``: submits its runs, returns their assembly."""
     t = protocol.task(name)
-    with steps.step(f"{name}: pre-training, initial error energy"):
-        body = protocol.pretrain(t, 0)
-        energy = {r: _initial_noise(body, t, r, s.seeds) for r in ("base", "he-in", "glorot", "mei")}
+    shared, target = tasks.share(t), tasks.share(t.target)
+    body = tasks.submit(f"{name}: pre-training", protocol.pretrain, shared, 0)
+    energy = tasks.submit(f"{name}: initial error energy", _initial_noise, body, shared,
+                          s.seeds)
     n_steps = s.epochs * -(-len(t.target.x_train) // protocol.BATCH)
-    runs: dict = {}
-    for opt in protocol.OPTIMIZERS:
-        runs[opt] = {}
-        for recipe in RECIPES:
-            with steps.step(f"{name}: {opt}, {recipe}"):
-                rs = [protocol.run(body, t.target, recipe, opt, seed, n_steps)
-                      for seed in range(s.seeds)]
-            runs[opt][recipe] = {"accuracy": np.stack([r["accuracy"] for r in rs]),
-                                 "first": np.array([r["first"] for r in rs]),
-                                 "final": np.array([r["final"] for r in rs]),
-                                 "warmup": np.array(rs[0]["warmup"])}
-    out = {"source_accuracy": np.array(body.source_accuracy), "noise_share": energy,
-           "runs": runs, "steps": np.array(n_steps)}
-    with steps.step(f"{name}: learning-rate sweep"):
-        out["lr_sweep"] = {opt: {r: np.array([[protocol.run(body, t.target, r, opt, seed,
-                                                            protocol.FIRST_STEPS, lr=lr)["first"]
-                                              for seed in range(s.sweep_seeds)] for lr in LRS])
-                                 for r in ("base", "mei+fn")} for opt in protocol.OPTIMIZERS}
-    with steps.step(f"{name}: phi_w sweep"):
-        out["phi_sweep"] = np.array([[protocol.run(body, t.target, "mei+fn", "adam", seed,
-                                                   protocol.FIRST_STEPS, phi_w=phi)["first"]
-                                      for seed in range(s.sweep_seeds)] for phi in PHI_WS])
-    with steps.step(f"{name}: last-batch vs running statistics"):
-        out["statistics"] = {st: np.array([protocol.run(body, t.target, "mei+fn", "adam", seed,
-                                                        n_steps, statistics=st)["final"]
-                                           for seed in range(s.seeds)])
-                             for st in ("last", "running")}
-    with steps.step(f"{name}: feature variance (Fig. 1)"):
-        out["feature_variance"] = {r: np.stack([protocol.feature_variance_curve(
-            body, t.target, RECIPES[r], "adam", seed, 3 * protocol.FIRST_STEPS, protocol.LR)
-            for seed in range(s.seeds)]) for r in ("base", "mei+fn")}
-    return out
+    runs = {(opt, recipe, seed): tasks.submit(f"{name}: {opt}, {recipe}, seed {seed}",
+                                              protocol.run, body, target, recipe, opt, seed,
+                                              n_steps)
+            for opt in protocol.OPTIMIZERS for recipe in RECIPES for seed in range(s.seeds)}
+    lr = tasks.submit(f"{name}: learning-rate sweep", _lr_sweep, body, target, LRS,
+                      s.sweep_seeds)
+    phi = tasks.submit(f"{name}: phi_w sweep", _phi_sweep, body, target, PHI_WS, s.sweep_seeds)
+    statistics = tasks.submit(f"{name}: last-batch vs running statistics", _statistics, body,
+                              target, s.seeds, n_steps)
+    variance = tasks.submit(f"{name}: feature variance (Fig. 1)", _feature_variance, body,
+                            target, s.seeds)
+
+    def assemble() -> dict:
+        by_run: dict = {}
+        for opt in protocol.OPTIMIZERS:
+            by_run[opt] = {}
+            for recipe in RECIPES:
+                rs = [runs[opt, recipe, seed].result() for seed in range(s.seeds)]
+                by_run[opt][recipe] = {"accuracy": np.stack([r["accuracy"] for r in rs]),
+                                       "first": np.array([r["first"] for r in rs]),
+                                       "final": np.array([r["final"] for r in rs]),
+                                       "warmup": np.array(rs[0]["warmup"])}
+        return {"source_accuracy": np.array(body.result().source_accuracy),
+                "noise_share": energy.result(), "runs": by_run, "steps": np.array(n_steps),
+                "lr_sweep": lr.result(), "phi_sweep": phi.result(),
+                "statistics": statistics.result(), "feature_variance": variance.result()}
+
+    return assemble
 
 
-def _image_seed(seed: int, s: Settings, steps: Steps) -> dict:
+def _lr_sweep(body, target, lrs: tuple, seeds: int) -> dict:
+    """A task: the mean test accuracy over the first steps against the learning rate."""
+    return {opt: {r: np.array([[protocol.run(body, target, r, opt, seed, protocol.FIRST_STEPS,
+                                             lr=lr)["first"] for seed in range(seeds)]
+                               for lr in lrs])
+                  for r in ("base", "mei+fn")} for opt in protocol.OPTIMIZERS}
+
+
+def _phi_sweep(body, target, phi_ws: tuple, seeds: int) -> np.ndarray:
+    """A task: the same against MEI's phi_w (Adam, MEI + FN)."""
+    return np.array([[protocol.run(body, target, "mei+fn", "adam", seed, protocol.FIRST_STEPS,
+                                   phi_w=phi)["first"] for seed in range(seeds)]
+                     for phi in phi_ws])
+
+
+def _statistics(body, target, seeds: int, n_steps: int) -> dict:
+    """A task: FN with the last batch's statistics against running statistics."""
+    return {st: np.array([protocol.run(body, target, "mei+fn", "adam", seed, n_steps,
+                                       statistics=st)["final"] for seed in range(seeds)])
+            for st in ("last", "running")}
+
+
+def _feature_variance(body, target, seeds: int) -> dict:
+    """A task: their Fig. 1, the variance of X^L over the first joint steps."""
+    return {r: np.stack([protocol.feature_variance_curve(
+        body, target, RECIPES[r], "adam", seed, 3 * protocol.FIRST_STEPS, protocol.LR)
+        for seed in range(seeds)]) for r in ("base", "mei+fn")}
+
+
+def _image_seed(seed: int, s: Settings, tasks) -> Callable[[], dict]:
     """The image section's seed: its own body pre-trained, then every head fine-tuned."""
     t = images.task()
-    with steps.step(f"MNIST CNN, seed {seed}: pre-training the body"):
-        body = images.pretrain(t, seed, s.image_pretrain)
-    out = {"source_accuracy": body.source_accuracy}
-    for name in images.RECIPES:
-        with steps.step(f"MNIST CNN, seed {seed}: {name}"):
-            out[name] = images.run(body, t.target, name, seed, s.image_epochs, s.image_curve)
-    return out
+    target = tasks.share(t.target)
+    body = tasks.submit(f"MNIST CNN, seed {seed}: pre-training the body", images.pretrain,
+                        tasks.share(t), seed, s.image_pretrain)
+    runs = {name: tasks.submit(f"MNIST CNN, seed {seed}: {name}", images.run, body, target,
+                               name, seed, s.image_epochs, s.image_curve)
+            for name in images.RECIPES}
+    return lambda: {"source_accuracy": body.result().source_accuracy,
+                    **{name: h.result() for name, h in runs.items()}}
 
 
 def _comparisons(r: dict) -> dict:
@@ -161,7 +192,12 @@ def _tree(node):
     return node.tree() if isinstance(node, Paired) else {k: _tree(v) for k, v in node.items()}
 
 
-def _initial_noise(body, t, recipe: str, seeds: int) -> np.ndarray:
+def _initial_noise(body, t, seeds: int) -> dict[str, np.ndarray]:
+    """A task: their Table 1 for each head initialisation."""
+    return {r: _noise_shares(body, t, r, seeds) for r in ("base", "he-in", "glorot", "mei")}
+
+
+def _noise_shares(body, t, recipe: str, seeds: int) -> np.ndarray:
     """Their Table 1: the estimates' share of the error energy (eqs. 11-12) of the first
     training batch at initialisation (raw features), per seed."""
     shares = []

@@ -56,43 +56,47 @@ class Settings:
 
 
 # ---- the command ----------------------------------------------------------------------
-def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
-    """Run everything and write results.h5, report.md and the figures to ``out``."""
+def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False,
+        execution=None) -> Path:
+    """Run everything and write results.h5, report.md and the figures to ``out``; the
+    tasks (one per data set, variant and seed) where ``execution`` says."""
     s = Settings.make(quick, seeds)
     sets = protocol.datasets()
 
-    def compute(steps) -> dict:
+    def compute(tasks) -> dict:
+        runs = {(name, variant): [tasks.submit(f"{name}, {variant}, seed {seed}",
+                                               protocol.train_variant, shared, variant, seed,
+                                               s.iterations, s.evaluations)
+                                  for seed in range(s.seeds)]
+                for name, shared in ((name, tasks.share(data)) for name, data in sets)
+                for variant in VARIANTS}
+        geometry = tasks.submit("Hadamard geometry of their networks", protocol.paper_geometry)
+        image_data = tasks.share(protocol.image_data(s.image_train, s.image_test))
+        image_runs = {variant: [tasks.submit(f"mnist CNN, {variant} head, seed {seed}",
+                                             protocol.train_image_variant, image_data, variant,
+                                             seed, s.image_iterations, s.image_evaluations,
+                                             s.image_channels, s.image_features)
+                                for seed in range(s.seeds)] for variant in HEADS}
+        tasks.run()
         results: dict = {}
-        for name, data in sets:
-            results[name] = {}
-            for variant in VARIANTS:
-                runs = []
-                for seed in range(s.seeds):
-                    with steps.step(f"{name}, {variant}, seed {seed}"):
-                        runs.append(protocol.train_variant(data, variant, seed, s.iterations,
-                                                           s.evaluations))
-                results[name][variant] = {k: np.stack([r[k] for r in runs]) for k in runs[0]}
-        with steps.step("Hadamard geometry of their networks"):
-            results["geometry"] = protocol.paper_geometry()
-        image_data = protocol.image_data(s.image_train, s.image_test)
-        results["mnist_cnn"] = {}
-        for variant in HEADS:
-            runs = []
-            for seed in range(s.seeds):
-                with steps.step(f"mnist CNN, {variant} head, seed {seed}"):
-                    runs.append(protocol.train_image_variant(
-                        image_data, variant, seed, s.image_iterations, s.image_evaluations,
-                        s.image_channels, s.image_features))
-            results["mnist_cnn"][variant] = {k: np.stack([r[k] for r in runs]) for k in runs[0]}
+        for (name, variant), handles in runs.items():
+            results.setdefault(name, {})[variant] = _stacked(handles)
+        results["geometry"] = geometry.result()
+        results["mnist_cnn"] = {variant: _stacked(h) for variant, h in image_runs.items()}
         return results
 
-    return reproduce("fixed-classifier", out, s, quick=quick, quiet=quiet,
-                     total=(len(sets) * len(VARIANTS) + len(HEADS)) * s.seeds + 1,
+    return reproduce("fixed-classifier", out, s, quick=quick, quiet=quiet, execution=execution,
                      compute=compute,
                      stored=lambda r: r | {"mnist_cnn": images.stored(r["mnist_cnn"])},
                      figures=lambda results, where: _figures(results, sets, where),
                      report=lambda results, seconds, attrs: _report(results, sets, s, quick,
                                                                     seconds, attrs))
+
+
+def _stacked(handles) -> dict:
+    """The runs of the seeds, every quantity stacked: (seeds, ...)."""
+    runs = [h.result() for h in handles]
+    return {k: np.stack([r[k] for r in runs]) for k in runs[0]}
 
 
 LABELS = {"learned": "learned (Dense)", "orthogonal": "fixed orthogonal", "hadamard": "fixed Hadamard"}

@@ -15,13 +15,14 @@ report's section. results.h5 keys under ``images/``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from lastlayer.engine.training.data import mnist
 
-from ...experiment import Steps, format_p, markdown_table, mean_ci, paired, pyplot, save_figure
+from ...experiment import format_p, markdown_table, mean_ci, paired, pyplot, save_figure
 from . import images, protocol
 from .method import uniformity
 
@@ -32,28 +33,32 @@ LABELS = {"sgd": "SGD", "layca": "Layca"}
 THEIRS_GAP = "Layca better on all three tasks, by up to 10 points of test error"
 
 
-def steps(s) -> int:
-    """Progress steps of the section: one per run."""
-    return s.seeds * len(images.METHODS) * len(s.image_alphas)
-
-
-def compute(s, steps_: Steps) -> dict:
-    """Every (method, alpha, seed) run of ``images.run`` and the statistics over them."""
-    data = mnist()
+def submit(s, tasks) -> Callable[[], dict]:
+    """Every (method, alpha, seed) run of ``images.run`` as a task; returns the assembly of
+    the section: the runs and the statistics over them."""
     alphas = tuple(s.image_alphas)
     if 0.0 not in alphas:
         raise ValueError(f"image_alphas: expected 0 among them (SGD's tuned setting), got {alphas}")
-    n, a, p, L = s.seeds, len(alphas), s.image_curve_points, images.n_kernel_layers()
+    data = tasks.share(mnist())
+    runs = {(method, j, seed): tasks.submit(
+        f"CNN on MNIST, {LABELS[method]}, alpha {alpha:g}, seed {seed}", images.run, method,
+        alpha, data, seed, s.image_iterations, s.image_curve_points)
+        for method in images.METHODS for j, alpha in enumerate(alphas) for seed in range(s.seeds)}
+    return lambda: _assemble(s, alphas, {key: h.result() for key, h in runs.items()})
+
+
+def _assemble(s, alphas: tuple, runs: dict) -> dict:
+    """The section's results.h5 tree from its runs {(method, alpha index, seed): run}."""
+    n, a, L = s.seeds, len(alphas), images.n_kernel_layers()
     out: dict = {"alpha": np.array(alphas)}
     for method in images.METHODS:
         r = {k: np.zeros((n, a)) for k in ("test_accuracy", "train_accuracy", "zero_steps",
                                            "nonfinite")}
         r["final_rotation"] = np.zeros((n, a, L))
         curves = []
-        for j, alpha in enumerate(alphas):
+        for j in range(a):
             for seed in range(n):
-                with steps_.step(f"CNN on MNIST, {LABELS[method]}, alpha {alpha:g}, seed {seed}"):
-                    run = images.run(method, alpha, data, seed, s.image_iterations, p)
+                run = runs[method, j, seed]
                 for key in ("test_accuracy", "train_accuracy", "zero_steps", "nonfinite"):
                     r[key][seed, j] = run[key]
                 r["final_rotation"][seed, j] = run["final_rotation"]

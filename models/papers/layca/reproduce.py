@@ -24,6 +24,7 @@ results.h5, report.md and PNG figures. Ledger rows C5-C7 run the same functions 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from lastlayer.engine import optim, stream
 from lastlayer.engine.training.data import digits
 
 from ...experiment import (
-    Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note, spearman,
+    markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note, spearman,
 )
 from . import image_report, protocol
 from .method import METHODS, PAIRS, uniformity
@@ -59,85 +60,104 @@ class Settings:
 
 
 # ---- the command ------------------------------------------------------------------------------------
-def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
-    """Run everything and write results.h5, report.md and the figures to ``out``."""
+def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False,
+        execution=None) -> Path:
+    """Run everything and write results.h5, report.md and the figures to ``out``; the
+    tasks (one per training run) where ``execution`` says."""
     s = Settings.make(quick, seeds)
     data = digits(seed=0)
-    n_alphas, n_methods = len(protocol.ALPHAS), len(METHODS)
 
-    def compute(steps: Steps) -> dict:
-        return {"toy": _section3(s, steps),
-                "alpha_sweep": _alpha_sweep(s, data, steps),
-                "angle_deviation": _angle_curves(s, data, steps),
-                "adaptive": _adaptive(s, data, steps),
-                "images": image_report.compute(s, steps)}
+    def compute(tasks) -> dict:
+        shared = tasks.share(data)
+        sections = {"toy": _section3(s, tasks),  # each submits its runs, returns its assembly
+                    "alpha_sweep": _alpha_sweep(s, shared, tasks),
+                    "angle_deviation": _angle_curves(s, shared, tasks),
+                    "adaptive": _adaptive(s, shared, tasks),
+                    "images": image_report.submit(s, tasks)}
+        tasks.run()
+        return {name: assemble() for name, assemble in sections.items()}
 
-    return reproduce("layca", out, s, quick=quick, quiet=quiet,
-                     total=s.seeds * (protocol.TOY_HIDDEN + 2 * n_alphas + 2 * n_methods) + 2
-                     + image_report.steps(s),
+    return reproduce("layca", out, s, quick=quick, quiet=quiet, execution=execution,
                      compute=compute, figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
                                                                     attrs))
 
 
-def _section3(s: Settings, steps: Steps) -> dict[str, np.ndarray]:
+def _toy_layer(seed: int, k: int, cap: int) -> tuple[float, float, int]:
+    """A task: hidden layer k of seed ``seed``'s toy network trained alone (Fig. 1a)."""
+    net, toy_set = protocol.toy_net(), protocol.toy_data(seed)
+    params = net.init(stream(seed, "init"))
+    return protocol.train_one_layer(net, params, toy_set, k, cap=cap, seed=seed)
+
+
+def _section3(s: Settings, tasks) -> Callable[[], dict]:
     """Fig. 1a: every hidden layer trained alone, per seed: (seeds, hidden layers) arrays."""
     keys = ("test_accuracy", "train_accuracy", "updates")
-    toy = {key: np.zeros((s.seeds, protocol.TOY_HIDDEN)) for key in keys}
-    for seed in range(s.seeds):
-        net, toy_set = protocol.toy_net(), protocol.toy_data(seed)
-        params = net.init(stream(seed, "init"))
-        for k in range(protocol.TOY_HIDDEN):
-            with steps.step(f"Section 3 toy, seed {seed}, layer {k}"):
-                result = protocol.train_one_layer(net, params, toy_set, k, cap=s.toy_cap,
-                                                  seed=seed)
-            for key, value in zip(keys, result):
+    runs = {(seed, k): tasks.submit(f"Section 3 toy, seed {seed}, layer {k}", _toy_layer, seed,
+                                    k, s.toy_cap)
+            for seed in range(s.seeds) for k in range(protocol.TOY_HIDDEN)}
+
+    def assemble() -> dict:
+        toy = {key: np.zeros((s.seeds, protocol.TOY_HIDDEN)) for key in keys}
+        for (seed, k), h in runs.items():
+            for key, value in zip(keys, h.result()):
                 toy[key][seed, k] = value
-    return toy
+        return toy
+
+    return assemble
 
 
-def _alpha_sweep(s: Settings, data, steps: Steps) -> dict:
+def _alpha_sweep(s: Settings, data, tasks) -> Callable[[], dict]:
     """Fig. 2: final accuracies against alpha, SGD and Layca: (seeds, alphas) arrays."""
-    sweep = {kind: {key: np.zeros((s.seeds, len(protocol.ALPHAS)))
-                    for key in ("test_accuracy", "train_accuracy")} for kind in ("sgd", "layca")}
-    for a, alpha in enumerate(protocol.ALPHAS):
-        for kind in ("sgd", "layca"):
-            for seed in range(s.seeds):
-                with steps.step(f"Fig. 2, {kind}, alpha {alpha:g}, seed {seed}"):
-                    r = protocol.end_to_end("sgd", kind == "layca", alpha, data, seed,
-                                            s.iterations)
-                for key in ("test_accuracy", "train_accuracy"):
-                    sweep[kind][key][seed, a] = r[key]
-    return {"alpha": np.array(protocol.ALPHAS), **sweep}
+    runs = {(a, kind, seed): tasks.submit(f"Fig. 2, {kind}, alpha {alpha:g}, seed {seed}",
+                                          protocol.end_to_end, "sgd", kind == "layca", alpha,
+                                          data, seed, s.iterations)
+            for a, alpha in enumerate(protocol.ALPHAS) for kind in ("sgd", "layca")
+            for seed in range(s.seeds)}
+
+    def assemble() -> dict:
+        sweep = {kind: {key: np.zeros((s.seeds, len(protocol.ALPHAS)))
+                        for key in ("test_accuracy", "train_accuracy")} for kind in ("sgd", "layca")}
+        for (a, kind, seed), h in runs.items():
+            for key in ("test_accuracy", "train_accuracy"):
+                sweep[kind][key][seed, a] = h.result()[key]
+        return {"alpha": np.array(protocol.ALPHAS), **sweep}
+
+    return assemble
 
 
-def _angle_curves(s: Settings, data, steps: Steps) -> dict:
+def _angle_curves(s: Settings, data, tasks) -> Callable[[], dict]:
     """Fig. 3: the angle deviation of every layer during training at alpha = 0 (seed 0)."""
-    curves = {}
-    for kind in ("sgd", "layca"):
-        with steps.step(f"Fig. 3, {kind} angle deviation"):
-            r = protocol.end_to_end("sgd", kind == "layca", 0.0, data, 0, s.iterations,
-                                    rotation_points=s.curve_points)
-        curves[kind] = {"iteration": r["rotation_iteration"], "deviation": r["rotation"]}
-    return curves
+    runs = {kind: tasks.submit(f"Fig. 3, {kind} angle deviation", protocol.end_to_end, "sgd",
+                               kind == "layca", 0.0, data, 0, s.iterations,
+                               rotation_points=s.curve_points) for kind in ("sgd", "layca")}
+
+    def assemble() -> dict:
+        return {kind: {"iteration": h.result()["rotation_iteration"],
+                       "deviation": h.result()["rotation"]} for kind, h in runs.items()}
+
+    return assemble
 
 
-def _adaptive(s: Settings, data, steps: Steps) -> dict:
+def _adaptive(s: Settings, data, tasks) -> Callable[[], dict]:
     """Fig. 4: every method without ("plain") and with Layca, test curves over seeds."""
-    adaptive: dict = {}
-    for method in METHODS:
-        for kind in ("plain", "layca"):
-            runs = []
-            for seed in range(s.seeds):
-                with steps.step(f"Fig. 4, {protocol.LABELS[method]}, {kind}, seed {seed}"):
-                    runs.append(protocol.end_to_end(method, kind == "layca", 0.0, data, seed,
-                                                    s.iterations, evaluations=s.evaluations))
-            summary = {"iteration": runs[0]["curve_iteration"]}
+    runs = {(method, kind): [tasks.submit(
+        f"Fig. 4, {protocol.LABELS[method]}, {kind}, seed {seed}", protocol.end_to_end, method,
+        kind == "layca", 0.0, data, seed, s.iterations, evaluations=s.evaluations)
+        for seed in range(s.seeds)] for method in METHODS for kind in ("plain", "layca")}
+
+    def assemble() -> dict:
+        adaptive: dict = {}
+        for (method, kind), handles in runs.items():
+            done = [h.result() for h in handles]
+            summary = {"iteration": done[0]["curve_iteration"]}
             for key in ("test_curve", "test_accuracy", "train_accuracy", "final_rotation") + (
                     ("zero_steps", "nonfinite") if kind == "layca" else ()):
-                summary[key] = np.stack([np.asarray(r[key]) for r in runs])
+                summary[key] = np.stack([np.asarray(r[key]) for r in done])
             adaptive.setdefault(kind, {})[method] = summary
-    return adaptive
+        return adaptive
+
+    return assemble
 
 
 def _figures(results: dict, out: Path) -> None:

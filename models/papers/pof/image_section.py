@@ -4,12 +4,13 @@ report section. Used by reproduce.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ...experiment import (
-    MIN_SEEDS, Paired, Steps, markdown_table, mean_ci, n_seeds, paired, pyplot, save_figure,
+    MIN_SEEDS, Paired, markdown_table, mean_ci, n_seeds, paired, pyplot, save_figure,
 )
 from . import images, protocol
 
@@ -32,43 +33,57 @@ PAPER = {"CIFAR-10": ("2.53±0.08", "2.41±0.02", "2.41±0.06"),
          "Fashion-MNIST": ("4.12±0.05", "4.25±0.05", "4.35±0.07")}
 
 
-def total(s) -> int:
-    """Progress steps of the section: per seed, pre-training and one per method."""
-    return s.seeds * (1 + len(images.METHODS))
+def _pretrained(net, d, seed: int, iterations: int, train_eval: int, probes: int) -> dict:
+    """A task: seed ``seed``'s SAM pre-training and ``images.measure`` of it."""
+    start = images.pretrain(net, d, seed, iterations)
+    return {"start": start, "measured": images.measure(net, start, d, train_eval, probes, seed)}
 
 
-def compute(s, steps: Steps) -> dict:
+def _post_trained(method: str, net, pretrained: dict, d, steps: int, seed: int,
+                  train_eval: int, probes: int) -> dict:
+    """A task: ``method`` from seed ``seed``'s pre-trained network, measured; PoF's
+    per-iteration xi*, gamma (for the seed-0 figure)."""
+    ts = images.post_train(method, net, pretrained["start"], d, steps, seed)
+    history = ({k: np.asarray(ts.history[k], dtype=np.float64)
+                for k in ("xi", "gamma", "perturbation", "rejected")} if method == "pof" else None)
+    return {"measured": images.measure(net, ts, d, train_eval, probes, seed), "history": history}
+
+
+def submit(s, tasks) -> Callable[[], dict]:
     """Every seed: SAM pre-training, then each method of ``images.METHODS`` for
-    ``s.image_steps`` steps; ``images.measure`` of the four models. Returns the results.h5
-    tree: metrics[row][key] (seeds,), the paired comparisons of PoF with each baseline,
-    the Fig. 5 estimates of seed 0 and PoF's xi*, gamma of seed 0."""
+    ``s.image_steps`` steps (one task each); ``images.measure`` of the four models. Returns
+    the assembly of the results.h5 tree: metrics[row][key] (seeds,), the paired comparisons
+    of PoF with each baseline, the Fig. 5 estimates of seed 0 and PoF's xi*, gamma of seed 0."""
     d = images.data()
     net = images.network(d)
-    rows: dict[str, dict[str, list]] = {m: {} for m in ROWS}
-    fig5: dict = {}
-    history: dict = {}
+    shared = tasks.share(d)
+    runs = []
     for seed in range(s.seeds):
-        with steps.step(f"mnist, seed {seed}: SAM pre-training"):
-            start = images.pretrain(net, d, seed, s.image_pretrain)
-            models = {"start": start}
-            _keep(rows, fig5, "start", seed, images.measure(net, start, d, s.image_train_eval,
-                                                            s.image_probes, seed))
-        for method in images.METHODS:
-            with steps.step(f"mnist, seed {seed}: {method}"):
-                models[method] = images.post_train(method, net, start, d, s.image_steps, seed)
-                _keep(rows, fig5, method, seed, images.measure(
-                    net, models[method], d, s.image_train_eval, s.image_probes, seed))
-        if seed == 0:
-            history = {k: np.asarray(models["pof"].history[k], dtype=np.float64)
-                       for k in ("xi", "gamma", "perturbation", "rejected")}
-    metrics = {m: {k: np.array(v) for k, v in r.items()} for m, r in rows.items()}
-    out = {"metrics": metrics, "fig5_seed0": fig5, "pof_history_seed0": history,
-           "parameters": {"classifier": np.int64(sum(v.size for v in start.params[-1].values())),
-                          "phi": np.int64(sum(v.size for p in start.params[:-1]
-                                              for v in p.values()))}}
-    for base, key in BASELINES.items():
-        out[key] = {k: c.tree() for k, c in comparisons(metrics, base).items()}
-    return out
+        start = tasks.submit(f"mnist, seed {seed}: SAM pre-training", _pretrained, net, shared,
+                             seed, s.image_pretrain, s.image_train_eval, s.image_probes)
+        runs.append({"start": start} | {
+            method: tasks.submit(f"mnist, seed {seed}: {method}", _post_trained, method, net,
+                                 start, shared, s.image_steps, seed, s.image_train_eval,
+                                 s.image_probes) for method in images.METHODS})
+
+    def assemble() -> dict:
+        rows: dict[str, dict[str, list]] = {m: {} for m in ROWS}
+        fig5: dict = {}
+        for seed, handles in enumerate(runs):
+            for name, h in handles.items():
+                _keep(rows, fig5, name, seed, h.result()["measured"])
+        history = runs[0]["pof"].result()["history"]
+        start = runs[-1]["start"].result()["start"]
+        metrics = {m: {k: np.array(v) for k, v in r.items()} for m, r in rows.items()}
+        out = {"metrics": metrics, "fig5_seed0": fig5, "pof_history_seed0": history,
+               "parameters": {"classifier": np.int64(sum(v.size for v in start.params[-1].values())),
+                              "phi": np.int64(sum(v.size for p in start.params[:-1]
+                                                  for v in p.values()))}}
+        for base, key in BASELINES.items():
+            out[key] = {k: c.tree() for k, c in comparisons(metrics, base).items()}
+        return out
+
+    return assemble
 
 
 def _keep(rows: dict, fig5: dict, name: str, seed: int, values: dict) -> None:

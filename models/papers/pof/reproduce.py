@@ -27,13 +27,14 @@ Everything goes to ``--out``: results.h5, report.md and PNG figures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...experiment import (
-    Annotated, Paired, Steps, markdown_table, mean_ci, n_seeds, paired, pyplot, reproduce,
+    Annotated, Paired, markdown_table, mean_ci, n_seeds, paired, pyplot, reproduce,
     save_figure, seeds_note,
 )
 from . import image_section, protocol
@@ -78,59 +79,92 @@ class Settings:
         return cls(seeds or 10, 600, 12, 400, 600, 150, 1000, 400)
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
-    """Run everything and write results.h5, report.md and the figures to ``out``."""
+def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False,
+        execution=None) -> Path:
+    """Run everything and write results.h5, report.md and the figures to ``out``; the
+    tasks (per seed a pre-training, then one per method; the analysis) where ``execution``
+    says."""
     s = Settings.make(quick, seeds)
 
-    def compute(steps: Steps) -> dict:
+    def compute(tasks) -> dict:
+        sections = {name: _compare(name, s, tasks) for name in DATASETS}
+        analysis = _analysis(s, tasks)
+        images = image_section.submit(s, tasks)
+        tasks.run()
         results: dict = {}
-        for name in DATASETS:
-            results[name] = _compare(name, s, steps)
+        for name, assemble in sections.items():
+            results[name] = assemble()
             results[name]["pof_minus_sgd_phi"] = {
                 key: c.tree() for key, c in _pof_vs_sgd(results[name]["metrics"]).items()}
-        results["analysis"] = _analysis(s, steps)
-        results["mnist"] = image_section.compute(s, steps)
+        results["analysis"] = analysis()
+        results["mnist"] = images()
         return results
 
     def stored(results: dict) -> dict:
         xi = {on: Annotated(v, {"nan": XI_NAN}) for on, v in results["analysis"]["xi"].items()}
         return {**results, "analysis": {**results["analysis"], "xi": xi}}
 
-    return reproduce("pof", out, s, quick=quick, quiet=quiet,
-                     total=len(DATASETS) * s.seeds * (len(protocol.METHODS) + 1) + 3
-                     + image_section.total(s),
+    return reproduce("pof", out, s, quick=quick, quiet=quiet, execution=execution,
                      compute=compute, stored=stored, figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, quick, seconds,
                                                                     attrs))
 
 
-def _compare(name: str, s: Settings, steps: Steps) -> dict:
+HISTORY = ("xi", "gamma", "perturbation", "rejected", "batch_loss")
+KEEP_HISTORY = ("pof", "pof-gamma2", "sgd-phi")  # methods whose seed-0 history is kept
+
+
+def _pretrained(name: str, net, data, seed: int) -> dict:
+    """A task: the pre-trained network of ``seed`` and its measurements."""
+    start = protocol.pretrain(name, data, seed)
+    return {"start": start, "measured": protocol.measure(net, start, data)}
+
+
+def _post_trained(method: str, net, pretrained: dict, data, steps: int, seed: int,
+                  evaluations: int) -> dict:
+    """A task: ``method`` from the pre-trained network of ``seed``: its measurements, its
+    test-error curve (%) and, for seed 0 of KEEP_HISTORY, PoF's per-iteration history."""
+    ts = protocol.post_train(method, net, pretrained["start"], data, steps, seed,
+                             evaluations=evaluations)
+    history = ({k: np.asarray(v, dtype=np.float64) for k, v in ts.history.items()
+                if k in HISTORY} if seed == 0 and method in KEEP_HISTORY else None)
+    return {"measured": protocol.measure(net, ts, data),
+            "curve": 100 * (1 - np.asarray(ts.history["test_accuracy"])), "history": history}
+
+
+def _compare(name: str, s: Settings, tasks) -> Callable[[], dict]:
     """Every method on ``name`` for every seed: the measurements, the test-error curves and
-    PoF's per-iteration history (seed 0)."""
+    PoF's per-iteration history (seed 0). Submits the runs, returns their assembly."""
     data = protocol.dataset(name, 0)
     net = protocol.network(name, data)
-    rows: dict[str, dict[str, list]] = {m: {} for m in ("start",) + protocol.METHODS}
-    curves: dict[str, list] = {m: [] for m in protocol.METHODS}
-    history: dict = {}
+    shared = tasks.share(data)
+    starts, runs = [], {m: [] for m in protocol.METHODS}
     for seed in range(s.seeds):
-        with steps.step(f"{name}, seed {seed}: pre-training"):
-            start = protocol.pretrain(name, data, seed)
-            _append(rows["start"], protocol.measure(net, start, data))
+        start = tasks.submit(f"{name}, seed {seed}: pre-training", _pretrained, name, net,
+                             shared, seed)
+        starts.append(start)
         for method in protocol.METHODS:
-            with steps.step(f"{name}, seed {seed}: {method}"):
-                ts = protocol.post_train(method, net, start, data, s.steps, seed,
-                                         evaluations=s.evaluations)
-                _append(rows[method], protocol.measure(net, ts, data))
-                curves[method].append(100 * (1 - np.asarray(ts.history["test_accuracy"])))
-                if seed == 0 and method in ("pof", "pof-gamma2", "sgd-phi"):
-                    history[method] = {k: np.asarray(v, dtype=np.float64)
-                                       for k, v in ts.history.items()
-                                       if k in ("xi", "gamma", "perturbation", "rejected",
-                                                "batch_loss")}
-    return {"metrics": {m: {k: np.array(v) for k, v in d.items()} for m, d in rows.items()},
-            "curves": {m: np.stack(c) for m, c in curves.items()},
-            "curve_iteration": np.arange(1, s.evaluations + 1) * max(1, s.steps // s.evaluations),
-            "history": history}
+            runs[method].append(tasks.submit(f"{name}, seed {seed}: {method}", _post_trained,
+                                             method, net, start, shared, s.steps, seed,
+                                             s.evaluations))
+
+    def assemble() -> dict:
+        rows: dict[str, dict[str, list]] = {m: {} for m in ("start",) + protocol.METHODS}
+        history: dict = {}
+        for seed in range(s.seeds):  # in the order of the serial loop: rows, then history
+            _append(rows["start"], starts[seed].result()["measured"])
+            for method in protocol.METHODS:
+                r = runs[method][seed].result()
+                _append(rows[method], r["measured"])
+                if r["history"] is not None:
+                    history[method] = r["history"]
+        return {"metrics": {m: {k: np.array(v) for k, v in d.items()} for m, d in rows.items()},
+                "curves": {m: np.stack([h.result()["curve"] for h in hs])
+                           for m, hs in runs.items()},
+                "curve_iteration": np.arange(1, s.evaluations + 1) * max(1, s.steps // s.evaluations),
+                "history": history}
+
+    return assemble
 
 
 def _pof_vs_sgd(metrics: dict) -> dict[str, Paired]:
@@ -146,33 +180,54 @@ def _append(store: dict, values: dict) -> None:
 SHARPNESS_POINTS = 41  # odd: t = 0 is the middle point of the Fig. 1c-d landscapes
 
 
-def _analysis(s: Settings, steps: Steps) -> dict:
+def _sharpness(net, models: dict, data) -> dict:
+    """A task: Figs. 1c, 1d, the per-layer sharpness after SGD on phi and after PoF."""
+    offsets = np.linspace(-1.0, 1.0, SHARPNESS_POINTS)
+    return {m: protocol.layer_sharpness(net, ts, data, offsets) for m, ts in models.items()
+            if m != "start"}
+
+
+def _alignment(net, start, data, probes: int) -> dict:
+    """A task: Figs. 2a, 2b, the gradient alignment and xi* of the pre-trained network."""
+    return {"alignment": protocol.gradient_alignment(net, start, data, probes, PROBE_SIZE, 10,
+                                                     seed=5),
+            "xi": {on: protocol.search_distances(net, start, data, on, probes, PROBE_SIZE, 0)
+                   for on in ("train", "test")}}
+
+
+def _curvature(net, models: dict, data, probes: int) -> dict:
+    """A task: Figs. 5, 6, the curvature along mini-batch gradients and SGD's step sizes."""
+    start = models["start"]
+    grads, _ = protocol.batch_gradients(net, start, data.x_train, data.y_train, probes,
+                                        protocol.POST_BATCH, 7)
+    return {"rayleigh": {m: {on: protocol.rayleigh_of_batches(net, ts, data, on, probes,
+                                                              PROBE_SIZE, 6)
+                             for on in ("train", "test")} for m, ts in models.items()},
+            "sgd_step": protocol.POST_LR * np.linalg.norm(grads, axis=1)}
+
+
+def _models(start, sgd, pof) -> dict:
+    return {"start": start, "sgd-phi": sgd, "pof": pof}
+
+
+def _analysis(s: Settings, tasks) -> Callable[[], dict]:
     """The toy model of seed 0 before post-training, after SGD on phi and after PoF:
-    their Figs. 1c-d, 2a-b, 5 and the SGD update sizes of Fig. 6."""
+    their Figs. 1c-d, 2a-b, 5 and the SGD update sizes of Fig. 6. Submits the tasks,
+    returns their assembly."""
     data = protocol.toy_data(0)
     net = protocol.network("toy", data)
-    start = protocol.pretrain("toy", data, 0)
-    models = {"start": start,
-              "sgd-phi": protocol.post_train("sgd-phi", net, start, data, s.steps, 0),
-              "pof": protocol.post_train("pof", net, start, data, s.steps, 0)}
-    out: dict = {}
-    with steps.step("Figs. 1c, 1d: per-layer sharpness"):
-        offsets = np.linspace(-1.0, 1.0, SHARPNESS_POINTS)
-        out["sharpness"] = {m: protocol.layer_sharpness(net, ts, data, offsets)
-                            for m, ts in models.items() if m != "start"}
-    with steps.step("Figs. 2a, 2b: gradient alignment, xi*"):
-        out["alignment"] = protocol.gradient_alignment(net, start, data, s.probes, PROBE_SIZE, 10,
-                                                       seed=5)
-        out["xi"] = {on: protocol.search_distances(net, start, data, on, s.probes, PROBE_SIZE, 0)
-                     for on in ("train", "test")}
-    with steps.step("Figs. 5, 6: curvature along mini-batch gradients, step sizes"):
-        out["rayleigh"] = {m: {on: protocol.rayleigh_of_batches(net, ts, data, on, s.probes,
-                                                                PROBE_SIZE, 6)
-                               for on in ("train", "test")} for m, ts in models.items()}
-        grads, _ = protocol.batch_gradients(net, start, data.x_train, data.y_train, s.probes,
-                                            protocol.POST_BATCH, 7)
-        out["sgd_step"] = protocol.POST_LR * np.linalg.norm(grads, axis=1)
-    return out
+    shared = tasks.share(data)
+    start = tasks.submit("toy analysis: pre-training", protocol.pretrain, "toy", shared, 0)
+    sgd, pof = (tasks.submit(f"toy analysis: {m}", protocol.post_train, m, net, start, shared,
+                             s.steps, 0) for m in ("sgd-phi", "pof"))
+    models = tasks.submit("toy analysis: the three networks", _models, start, sgd, pof)
+    sharpness = tasks.submit("Figs. 1c, 1d: per-layer sharpness", _sharpness, net, models,
+                             shared)
+    alignment = tasks.submit("Figs. 2a, 2b: gradient alignment, xi*", _alignment, net, start,
+                             shared, s.probes)
+    curvature = tasks.submit("Figs. 5, 6: curvature along mini-batch gradients, step sizes",
+                             _curvature, net, models, shared, s.probes)
+    return lambda: {"sharpness": sharpness.result(), **alignment.result(), **curvature.result()}
 
 
 # ---- figures -----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 from lastlayer.engine.training.data import diabetes, digits, mnist, simulated_regression
 
 from ...experiment import (
-    Steps, markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note,
+    markdown_table, mean_ci, pyplot, reproduce, save_figure, seeds_note,
 )
 from . import image_report, images, protocol
 
@@ -55,8 +55,10 @@ class Settings:
 
 
 # ---- the command -------------------------------------------------------------------------
-def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False) -> Path:
-    """Run everything and write results.h5, report.md and the figures to ``out``."""
+def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = False,
+        execution=None) -> Path:
+    """Run everything and write results.h5, report.md and the figures to ``out``; the
+    tasks (one per table row and seed, each curve) where ``execution`` says."""
     s = Settings.make(quick, seeds)
     regression_sets = [
         ("Simulated (code recipe)", simulated_regression("code", seed=0), (10, 10), "Simulated"),
@@ -65,37 +67,39 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
     ]
     models = [("mlp", digits(seed=0))] + ([("cnn", digits(images=True, seed=0))] if s.cnn else [])
 
-    def compute(steps: Steps) -> dict:
+    def compute(tasks) -> dict:
+        table2 = {label: [tasks.submit(f"Table 2, {label}, seed {seed}", protocol.table2_run,
+                                       shared, seed, hidden=hidden) for seed in range(s.seeds)]
+                  for label, shared, hidden in ((label, tasks.share(data), hidden)
+                                                for label, data, hidden, _ in regression_sets)}
+        table1 = {name: [tasks.submit(f"Table 1, digits {name}, seed {seed}", protocol.table1_run,
+                                      name, shared, seed, s.stops) for seed in range(s.seeds)]
+                  for name, shared in ((name, tasks.share(data)) for name, data in models)}
+        curve = tasks.submit("Figure 3 curve", protocol.error_curve, models[0][1], 0,
+                             s.curve_every, s.curve_end)
+        m4 = tasks.submit("M4 convergence", protocol.m4_curves, s.m4_steps)
+        image_runs = []
+        if s.image_stops:
+            data = tasks.share(mnist())
+            image_runs = [tasks.submit(f"MNIST CNN, seed {seed}", images.image_run, data, seed,
+                                       s.image_stops, s.image_post) for seed in range(s.seeds)]
+        tasks.run()
         results: dict = {"table2": {}, "table1": {}}
-        for label, data, hidden, _ in regression_sets:
-            runs = []
-            for seed in range(s.seeds):
-                with steps.step(f"Table 2, {label}, seed {seed}"):
-                    runs.append(protocol.table2_run(data, seed, hidden=hidden))
+        for label, handles in table2.items():
+            runs = [h.result() for h in handles]
             results["table2"][label] = {str(q): np.array([r[q] for r in runs])
                                         for q in protocol.SNAPSHOTS}
-        for name, data in models:
-            runs = []
-            for seed in range(s.seeds):
-                with steps.step(f"Table 1, digits {name}, seed {seed}"):
-                    runs.append(protocol.table1_run(name, data, seed, s.stops))
+        for name, handles in table1.items():
+            runs = [h.result() for h in handles]
             results["table1"][name] = {str(q): np.array([r[i] for r in runs])
                                        for i, q in enumerate(s.stops)}
-        with steps.step("Figure 3 curve"):
-            results["error_curve"] = protocol.error_curve(models[0][1], 0, s.curve_every,
-                                                          s.curve_end)
-        with steps.step("M4 convergence"):
-            results["m4"] = protocol.m4_curves(s.m4_steps)
+        results["error_curve"] = curve.result()
+        results["m4"] = m4.result()
         if s.image_stops:
-            data, runs = mnist(), []
-            for seed in range(s.seeds):
-                with steps.step(f"MNIST CNN, seed {seed}"):
-                    runs.append(images.image_run(data, seed, s.image_stops, s.image_post))
-            results["images"] = image_report.tree(runs, s.image_stops)
+            results["images"] = image_report.tree([h.result() for h in image_runs], s.image_stops)
         return results
 
-    return reproduce("post-training", out, s, quick=quick, quiet=quiet,
-                     total=(len(regression_sets) + len(models) + bool(s.image_stops)) * s.seeds + 2,
+    return reproduce("post-training", out, s, quick=quick, quiet=quiet, execution=execution,
                      compute=compute, figures=_figures,
                      report=lambda results, seconds, attrs: _report(results, s, regression_sets,
                                                                     quick, seconds, attrs))

@@ -1,0 +1,346 @@
+"""An experiment as independent tasks, run in this process or on a Dask cluster.
+
+A reproduction (``lastlayer reproduce``, ``lastlayer compare``) is written in two phases:
+it *submits* every unit of work (``Tasks.submit(label, fn, *args)``: one seed of one
+strategy on one task, a pre-training, a sweep), then ``Tasks.run()`` runs them all, and
+only then does it *assemble* its results from the handles (``Handle.result()``). A task's
+arguments may be other tasks' handles (a pre-trained body that several fine-tunings start
+from): the task runs after them, with their results.
+
+Where the tasks run (``Execution``):
+
+* ``workers=1`` (or no Execution): one after another in this process, in submission order:
+  the reference run;
+* ``workers=N``: a Dask ``LocalCluster`` of N single-threaded worker processes, started and
+  stopped here;
+* ``scheduler=ADDRESS``: an existing Dask cluster (``dask scheduler`` / ``dask worker``).
+
+**The numbers do not depend on where.** Every task draws only from its own named streams
+(``lastlayer.engine.streams``, keyed by seed and purpose), takes everything it needs as
+arguments (no module state crosses to a worker), and runs with one BLAS and one Numba
+thread (``lastlayer.engine.threads``), so a task computes the same bits in any process; the
+assembly reads results by handle, never in completion order. tests/models/test_tasks.py
+checks that results.h5 of ``compare`` is byte-identical with 1 and 2 workers, with a worker
+killed mid-run, and on a scheduler with 2 separately started workers. (Workers on machines
+with different CPUs may differ in the last bits where Numba compiles for the CPU.)
+
+**Failures.** A worker process that dies (killed, out of memory) takes its task with it;
+the task is retried once on another worker (the LocalCluster's scheduler allows one
+failure: ``distributed.scheduler.allowed-failures``; an existing cluster uses its own
+setting). A second death, or an exception inside a task, stops the run: every other task
+is cancelled and the error is raised here. Ctrl-C does the same, as a KeyboardInterrupt.
+
+**Resuming.** With a journal folder, every finished task's result is written there at once
+(one file per task, atomically, with a SHA-256 of its contents, under the run's identity:
+the experiment, its settings and the lastlayer version). A run with ``resume=True`` reads
+the results of the same identity back and runs only the tasks without one (and the tasks
+those need), so a resumed run equals one that never stopped; a file that is damaged
+(checksum, truncated) is reported in one line and its task run again. The command removes
+the journal once the run's folder is written (``lastlayer.models.cli.reproduce``). Journal files are Python pickles, read only
+from the folder this run's own journal lives in; like a checkpoint, they are trusted data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lastlayer.engine.training.io import atomic_write
+
+__all__ = ["Execution", "Handle", "ResumeError", "Shared", "Tasks", "TaskError"]
+
+JOURNAL_MAGIC = b"lastlayer task result v1\n"
+IDENTITY = "identity.json"
+
+
+class TaskError(RuntimeError):
+    """A task failed twice by losing its worker."""
+
+
+class ResumeError(ValueError):
+    """``resume``: the journal kept is of a run with other settings."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where a run's tasks go (module docstring): ``workers`` processes of a local Dask
+    cluster (1: this process, serially), or the cluster at ``scheduler``; ``journal``: the
+    folder of finished tasks' results (None: none kept); ``resume``: reuse them."""
+
+    workers: int | None = 1
+    scheduler: str | None = None
+    journal: Path | None = None
+    resume: bool = False
+
+    @property
+    def serial(self) -> bool:
+        return self.scheduler is None and (self.workers or 1) == 1
+
+
+class Handle:
+    """A submitted task: its ``label`` (unique in the run) and, once ``Tasks.run`` is done,
+    its ``result()``."""
+
+    __slots__ = ("label", "fn", "args", "kwargs", "_value", "_done")
+
+    def __init__(self, label: str, fn: Callable, args: tuple, kwargs: dict):
+        self.label, self.fn, self.args, self.kwargs = label, fn, args, kwargs
+        self._value, self._done = None, False
+
+    def result(self):
+        if not self._done:
+            raise RuntimeError(f"task {self.label!r}: not run yet (call Tasks.run() before "
+                               "reading results)")
+        return self._value
+
+    def _set(self, value) -> None:
+        self._value, self._done = value, True
+
+    @property
+    def needs(self) -> list[Handle]:
+        return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, Handle)]
+
+    def __repr__(self) -> str:
+        return f"Handle({self.label!r}, {'done' if self._done else 'pending'})"
+
+
+class Shared:
+    """A large argument that many tasks take (a data set): sent once to every worker
+    (``Tasks.share``), not once per task."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _call(fn: Callable, args: tuple, kwargs: dict):
+    """Run one task with one BLAS and one Numba thread, wherever it runs."""
+    from lastlayer.engine.threads import thread_limits
+
+    with thread_limits(threads=1):
+        return fn(*args, **kwargs)
+
+
+class Tasks:
+    """The tasks of one run (module docstring). ``identity``: what makes two runs the same
+    (experiment, settings, version; a JSON-able dict) for the journal."""
+
+    def __init__(self, execution: Execution | None = None, *, identity: dict | None = None,
+                 title: str = "run", quiet: bool = True):
+        self.execution = execution or Execution()
+        self.identity = identity or {}
+        self.title, self.quiet = title, quiet
+        self.handles: list[Handle] = []
+        self._labels: set[str] = set()
+        self.seconds = 0.0  # wall time of run()
+        self.ran = 0  # tasks run (not read back from the journal)
+
+    # ---- phase 1: submit ---------------------------------------------------------------
+    def submit(self, label: str, fn: Callable, *args, **kwargs) -> Handle:
+        """A task ``fn(*args, **kwargs)``; ``fn`` a module-level function (it may be sent
+        to another process), arguments picklable, Handles among them run first."""
+        if label in self._labels:
+            raise ValueError(f"label: every task needs its own, got {label!r} twice")
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, Handle) and a not in self.handles:
+                raise ValueError(f"task {label!r}: argument {a.label!r} is not a task of this run")
+        handle = Handle(label, fn, args, kwargs)
+        self._labels.add(label)
+        self.handles.append(handle)
+        return handle
+
+    def share(self, value) -> Shared:
+        """``value`` as an argument of many tasks (class ``Shared``)."""
+        return Shared(value)
+
+    # ---- phase 2: run ------------------------------------------------------------------
+    def run(self) -> None:
+        """Run every submitted task not yet done (module docstring): serially in submission
+        order, or on Dask; each result kept in its handle (and in the journal)."""
+        t0 = time.perf_counter()
+        journal = _Journal(self.execution.journal, self.identity, self.execution.resume,
+                           quiet=self.quiet)
+        for h in self.handles:
+            if not h._done and h.label in journal.results:
+                h._set(journal.results[h.label])
+        todo = self._needed()
+        restored = sum(h._done for h in self.handles)
+        if restored and not self.quiet:
+            print(f"{self.title}: resuming: {restored} of {len(self.handles)} tasks read back "
+                  f"from {journal.folder}", flush=True)
+        if todo:
+            if self.execution.serial:
+                self._serial(todo, journal)
+            else:
+                self._dask(todo, journal)
+        self.ran += len(todo)
+        self.seconds += time.perf_counter() - t0
+
+    def _needed(self) -> list[Handle]:
+        """The pending tasks, with the done-or-pending tasks they need, in submission order."""
+        wanted: set[int] = set()
+
+        def want(h: Handle) -> None:
+            if id(h) in wanted or h._done:
+                return
+            wanted.add(id(h))
+            for n in h.needs:
+                want(n)
+
+        for h in self.handles:
+            want(h)
+        return [h for h in self.handles if id(h) in wanted]
+
+    def _steps(self, total: int, workers: int):
+        from .experiment import Steps
+
+        return Steps(total, self.quiet, self.title, workers=workers)
+
+    def _serial(self, todo: list[Handle], journal: _Journal) -> None:
+        with self._steps(len(todo), 1) as steps:
+            for h in todo:
+                with steps.step(h.label):
+                    h._set(_call(h.fn, _resolved(h.args), _resolved(h.kwargs)))
+                journal.write(h.label, h.result())
+
+    def _dask(self, todo: list[Handle], journal: _Journal) -> None:
+        import dask
+        from dask.distributed import as_completed
+
+        from lastlayer.engine.solvers.streaming.runners import DaskRunner
+
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            runner = DaskRunner(self.execution.scheduler, self.execution.workers)
+        futures: dict[int, object] = {}
+        try:
+            client = runner.client
+            with self._steps(len(todo), runner.workers) as steps:
+                shared: dict[int, object] = {}
+
+                def remote(a):
+                    if isinstance(a, Handle):
+                        return futures[id(a)] if id(a) in futures else a.result()
+                    if isinstance(a, Shared):
+                        if id(a) not in shared:
+                            shared[id(a)] = client.scatter(a.value, broadcast=True, hash=False)
+                        return shared[id(a)]
+                    return a
+
+                for h in todo:
+                    args = tuple(remote(a) for a in h.args)
+                    kwargs = {k: remote(a) for k, a in h.kwargs.items()}
+                    futures[id(h)] = client.submit(_call, h.fn, args, kwargs, pure=False,
+                                                   key=f"{h.label} {os.urandom(6).hex()}")
+                by_key = {futures[id(h)].key: h for h in todo}
+                for future in as_completed(list(futures.values())):
+                    h = by_key[future.key]
+                    try:
+                        value = future.result()
+                    except Exception as err:
+                        if type(err).__name__ == "KilledWorker":
+                            raise TaskError(f"task {h.label!r}: its worker process died twice "
+                                            f"(killed, or out of memory?): {err}") from None
+                        raise
+                    h._set(value)
+                    journal.write(h.label, value)
+                    steps.advance(h.label)
+        finally:
+            try:
+                runner.client.cancel(list(futures.values()))
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runner.close()
+
+
+def _local(value):
+    """An argument as the task sees it: a Handle's result, a Shared's value."""
+    if isinstance(value, Handle):
+        return value.result()
+    return value.value if isinstance(value, Shared) else value
+
+
+def _resolved(values):
+    if isinstance(values, dict):
+        return {k: _local(v) for k, v in values.items()}
+    return tuple(_local(v) for v in values)
+
+
+class _Journal:
+    """Finished tasks' results on disk (module docstring). ``folder`` None: nothing kept."""
+
+    def __init__(self, folder: Path | None, identity: dict, resume: bool, *, quiet: bool):
+        self.folder, self.results = folder, {}
+        if folder is None:
+            return
+        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        marker = folder / IDENTITY
+        if folder.exists():
+            try:
+                earlier = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                earlier = None
+            if resume and earlier is not None and earlier != self.identity:
+                raise ResumeError(f"--resume: the interrupted run kept in {folder} has other "
+                                f"settings ({_difference(earlier, self.identity)}); run without "
+                                f"--resume to start afresh")
+            if resume and earlier is not None:
+                self.results = self._read(quiet)
+            else:
+                if not quiet and earlier is not None:
+                    print(f"discarding the {len(list(folder.glob('*.task')))} finished tasks of "
+                          f"an interrupted run kept in {folder} (--resume continues it)",
+                          flush=True)
+                shutil.rmtree(folder)
+        elif resume and not quiet:
+            print(f"--resume: no interrupted run kept in {folder}; starting afresh", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(marker) as f:
+            f.write(json.dumps(self.identity, sort_keys=True, indent=1) + "\n")
+
+    @staticmethod
+    def name(label: str) -> str:
+        return hashlib.sha256(label.encode()).hexdigest()[:24] + ".task"
+
+    def write(self, label: str, value) -> None:
+        if self.folder is None:
+            return
+        payload = pickle.dumps((label, value), protocol=pickle.HIGHEST_PROTOCOL)
+        with atomic_write(self.folder / self.name(label), "wb") as f:
+            f.write(JOURNAL_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+    def _read(self, quiet: bool) -> dict:
+        results, damaged = {}, []
+        for path in sorted(self.folder.glob("*.task")):
+            data = path.read_bytes()
+            head, _, rest = data[len(JOURNAL_MAGIC):].partition(b"\n")
+            if (not data.startswith(JOURNAL_MAGIC) or hashlib.sha256(rest).hexdigest().encode()
+                    != head):
+                damaged.append(path.name)
+                continue
+            label, value = pickle.loads(rest)
+            if path.name == self.name(label):
+                results[label] = value
+            else:
+                damaged.append(path.name)
+        if damaged and not quiet:
+            print(f"--resume: {len(damaged)} damaged task file(s) in {self.folder} ignored "
+                  f"(first {damaged[0]}); those tasks run again", flush=True)
+        return results
+
+
+def _difference(a: dict, b: dict) -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return "; ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in keys[:3]) or "?"
