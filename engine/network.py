@@ -115,7 +115,8 @@ class Network:
 
         ``grads[i]`` holds the gradient of every parameter of layer i, or with ``mask`` only
         of its trainable ones. With ``input_grad=False`` back-propagation stops once no
-        layer below has a trainable tensor; ``dx`` is then None.
+        layer below has a trainable tensor, the lowest one it reaches computes its gradients
+        alone (``Layer.param_grads``: no dx product), and ``dx`` is None.
         """
         self._check_lists(params, "params")
         if mask is not None:
@@ -124,11 +125,14 @@ class Network:
         lowest = 0 if input_grad else self._lowest_trainable(params, mask)
         for i in range(len(self.layers) - 1, lowest - 1, -1):
             with _named_layer(i):
-                dy, layer_grads = self.layers[i].backward(params[i], caches[i], dy)
+                if i == lowest and not input_grad:  # its dx is not needed: no dx product
+                    dy, layer_grads = None, self.layers[i].param_grads(params[i], caches[i], dy)
+                else:
+                    dy, layer_grads = self.layers[i].backward(params[i], caches[i], dy)
             if mask is not None:
                 layer_grads = {k: g for k, g in layer_grads.items() if mask[i][k]}
             grads[i] = layer_grads
-        return (dy if lowest == 0 else None), grads
+        return dy, grads
 
     # ---- trainable masks -------------------------------------------------------------
     def trainable_mask(self, params: Params, *, frozen_layers: Iterable[int] = (),

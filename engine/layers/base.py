@@ -69,6 +69,12 @@ class Layer:
     def backward(self, params: Params, cache: Any, dy):
         raise NotImplementedError
 
+    def param_grads(self, params: Params, cache: Any, dy) -> Params:
+        """The gradients of ``backward`` alone, for a layer whose dx nobody needs (the
+        lowest layer a training step back-propagates to). Layers whose dx costs a product
+        of its own (Dense, Conv2D) skip it; the others return ``backward``'s."""
+        return self.backward(params, cache, dy)[1]
+
     # ---- helpers for subclasses ----------------------------------------------------
     def shape_error(self, expected: str, got: tuple[int, ...]) -> ValueError:
         """The one error message for an input that does not fit."""

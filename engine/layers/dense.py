@@ -70,3 +70,11 @@ class Dense(Layer):
             grads["b"] = dy.sum(axis=0)  # (d_out,)
         dx = dy @ params["W"]  # (N, d_out) @ (d_out, d_in)
         return dx, grads
+
+    def param_grads(self, params, cache, dy):
+        """backward's grads without dx (Layer.param_grads): no (N, d_out) @ (d_out, d_in)."""
+        self.check_upstream(dy, (cache.x.shape[0], self.d_out), cache.x.dtype)
+        grads = {"W": dy.T @ cache.x}
+        if self.bias:
+            grads["b"] = dy.sum(axis=0)
+        return grads
