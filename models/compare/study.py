@@ -6,6 +6,10 @@ Seed k draws, for every strategy alike, the body's initialisation and the mini-b
 (streams ("init", k) and ("epoch", k) of the training loop), so that differences to the
 baseline are paired by seed. The validation rows of temperature scaling are the same for
 every strategy and seed (``strategies.split_validation``, split seed 0).
+
+The work is one task per (data set, seed, strategy), and per (data set, seed) the source
+body the transfer strategies start from (``lastlayer.models.tasks``): post-sgd and
+post-exact continue the learned strategy's task of the same seed.
 """
 
 from __future__ import annotations

@@ -138,6 +138,14 @@ COMMANDS = {
                                          "one by one",
     "lastlayer compare --quick": "80 s (tests/models/test_compare.py runs the study small)",
     "lastlayer compare --out runs/cmp": "the full study: about 15 min",
+    "lastlayer reproduce pof --workers 2 --out runs/pof": "the full run on 2 workers: minutes "
+                                                          "(tests/models/test_tasks.py runs a "
+                                                          "small study on 2 workers)",
+    "lastlayer compare --scheduler tcp://10.0.0.5:8786 --out runs/cmp":
+        "needs a cluster at that address (tests/models/test_tasks.py starts one)",
+    "lastlayer reproduce pof --out runs/pof --resume": "the full run, resumed: minutes "
+                                                      "(tests/models/test_tasks.py interrupts "
+                                                      "and resumes a small study)",
 }
 # Shell lines that are not `lastlayer` commands, and how each is checked.
 OTHERS = {

@@ -49,7 +49,8 @@ def test_package_metadata():
     assert project["name"] == "lastlayer" and project["requires-python"] == ">=3.11"
     assert project["scripts"]["lastlayer"] == "lastlayer.models.cli:main"
     deps = " ".join(project["dependencies"])
-    for dep in ("numpy", "scipy", "numba", "h5py", "scikit-learn", "rich", "matplotlib"):
+    for dep in ("numpy", "scipy", "numba", "h5py", "scikit-learn", "rich", "matplotlib",
+                "dask[distributed]"):  # reproduce / compare run their tasks on Dask
         assert dep in deps
     extras = project["optional-dependencies"]
     assert any("cupy" in d for d in extras["gpu"]) and any("numba-cuda" in d for d in extras["gpu"])
