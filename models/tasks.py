@@ -48,6 +48,8 @@ import logging
 import os
 import pickle
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -220,7 +222,8 @@ class Tasks:
         from lastlayer.engine.solvers.streaming.runners import DaskRunner
 
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                              "distributed.worker.preload": [__name__]}):  # dask_setup
             runner = DaskRunner(self.execution.scheduler, self.execution.workers)
         futures: dict[int, object] = {}
         try:
@@ -263,6 +266,15 @@ class Tasks:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 runner.close()
+
+
+def dask_setup(worker) -> None:
+    """Run by Dask in every worker process of a local cluster (a preload, in the process's
+    main thread). Ctrl-C at a terminal reaches every process of the command's group: the
+    command itself cancels the tasks and stops the cluster, so its workers ignore SIGINT
+    instead of each printing a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _local(value):

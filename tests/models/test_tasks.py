@@ -232,20 +232,23 @@ def test_an_existing_cluster_gives_the_same_file(serial, tmp_path):
 
 
 def test_ctrl_c_writes_nothing_partial_and_resume_runs_only_the_rest(serial, tmp_path):
-    """SIGINT once the first task is done (the signal: its progress line): exit 130, no
-    --out, the finished tasks kept; --resume reads them back and gives the same file."""
+    """SIGINT to the command's whole process group, as Ctrl-C at a terminal sends it, once
+    the first task is done (the signal: its progress line): exit 130, one message and no
+    worker's traceback, no --out, the finished tasks kept; --resume reads them back and
+    gives the same file."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "lastlayer", "compare", "--quick", "--tasks", "digits",
                "--seeds", "1", "--out", str(out)]
     process = subprocess.Popen(command + ["--workers", "2"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in process.stdout:
         if "the first took" in line:
-            process.send_signal(signal.SIGINT)
+            os.killpg(process.pid, signal.SIGINT)
             break
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     assert "interrupted; nothing partial was written" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 2, stderr
     assert not out.exists() and not list(tmp_path.glob(".run.partial-*"))
     journal = tmp_path / ".run.tasks"
     kept = len(list(journal.glob("*.task")))
