@@ -107,10 +107,6 @@ class Handle:
     def _set(self, value) -> None:
         self._value, self._done = value, True
 
-    @property
-    def needs(self) -> list[Handle]:
-        return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, Handle)]
-
     def __repr__(self) -> str:
         return f"Handle({self.label!r}, {'done' if self._done else 'pending'})"
 
@@ -175,7 +171,7 @@ class Tasks:
         for h in self.handles:
             if not h._done and h.label in journal.results:
                 h._set(journal.results[h.label])
-        todo = self._needed()
+        todo = [h for h in self.handles if not h._done]  # in submission order
         restored = sum(h._done for h in self.handles)
         if restored and not self.quiet:
             print(f"{self.title}: resuming: {restored} of {len(self.handles)} tasks read back "
@@ -188,23 +184,8 @@ class Tasks:
         self.ran += len(todo)
         self.seconds += time.perf_counter() - t0
 
-    def _needed(self) -> list[Handle]:
-        """The pending tasks, with the done-or-pending tasks they need, in submission order."""
-        wanted: set[int] = set()
-
-        def want(h: Handle) -> None:
-            if id(h) in wanted or h._done:
-                return
-            wanted.add(id(h))
-            for n in h.needs:
-                want(n)
-
-        for h in self.handles:
-            want(h)
-        return [h for h in self.handles if id(h) in wanted]
-
     def _steps(self, total: int, workers: int):
-        from .experiment import Steps
+        from .progress import Steps
 
         return Steps(total, self.quiet, self.title, workers=workers)
 

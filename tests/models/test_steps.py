@@ -1,15 +1,15 @@
-"""Progress of a reproduction (lastlayer.models.experiment.Steps): an estimate of the whole run once
+"""Progress of a reproduction (lastlayer.models.progress.Steps): an estimate of the whole run once
 the first step is done, lines in a pipe, nothing when quiet."""
 
 from __future__ import annotations
 
-from lastlayer.models import experiment
-from lastlayer.models.experiment import Steps, duration
+from lastlayer.models import progress
+from lastlayer.models.progress import Steps, duration
 
 
 def test_the_first_step_gives_an_estimate_and_a_pipe_gets_lines(capsys, monkeypatch):
     clock = iter(range(0, 1000, 2))  # every reading of the clock 2 s later: no real time
-    monkeypatch.setattr(experiment.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: float(next(clock)))
     with Steps(20, False, "demo") as steps:  # pytest's capture: not a terminal
         for i in range(20):
             with steps.step(f"unit {i}"):
@@ -23,7 +23,7 @@ def test_the_first_step_gives_an_estimate_and_a_pipe_gets_lines(capsys, monkeypa
 
 def test_the_estimate_divides_by_the_workers(capsys, monkeypatch):
     clock = iter(range(0, 1000, 2))
-    monkeypatch.setattr(experiment.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: float(next(clock)))
     with Steps(20, False, "demo", workers=4) as steps:
         for i in range(20):
             steps.advance(f"unit {i}")  # done elsewhere: no block around it

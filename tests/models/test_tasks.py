@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lastlayer.models import experiment
+from lastlayer.models import progress
 from lastlayer.models.cli import main
 from lastlayer.models.tasks import Execution, ResumeError, Tasks, TaskError
 
@@ -177,7 +177,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_file_is_the_same(serial, tm
     from distributed import default_client
 
     killed = []
-    advance = experiment.Steps.advance
+    advance = progress.Steps.advance
 
     def kill_once(self, description):
         advance(self, description)
@@ -190,7 +190,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_file_is_the_same(serial, tm
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
-    monkeypatch.setattr(experiment.Steps, "advance", kill_once)
+    monkeypatch.setattr(progress.Steps, "advance", kill_once)
     assert_same_results(serial, compare(tmp_path / "run", "--workers", "2"))
     assert len(killed) == 1
 
