@@ -55,6 +55,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from lastlayer.engine.training.io import atomic_write
 
@@ -121,12 +122,24 @@ class Shared:
         self.value = value
 
 
-def _call(fn: Callable, args: tuple, kwargs: dict):
+class _Timed(NamedTuple):
+    """What a task gives back on Dask: its result and the seconds it took on its worker
+    (a task that takes another's result as an argument receives the result alone)."""
+
+    value: object
+    seconds: float
+
+
+def _call(fn: Callable, args: tuple, kwargs: dict) -> _Timed:
     """Run one task with one BLAS and one Numba thread, wherever it runs."""
     from lastlayer.engine.threads import thread_limits
 
+    args = tuple(a.value if isinstance(a, _Timed) else a for a in args)
+    kwargs = {k: a.value if isinstance(a, _Timed) else a for k, a in kwargs.items()}
+    t0 = time.perf_counter()
     with thread_limits(threads=1):
-        return fn(*args, **kwargs)
+        value = fn(*args, **kwargs)
+    return _Timed(value, time.perf_counter() - t0)
 
 
 class Tasks:
@@ -142,6 +155,7 @@ class Tasks:
         self._labels: set[str] = set()
         self.seconds = 0.0  # wall time of run()
         self.ran = 0  # tasks run (not read back from the journal)
+        self.durations: dict[str, float] = {}  # label -> seconds, of the tasks run
 
     # ---- phase 1: submit ---------------------------------------------------------------
     def submit(self, label: str, fn: Callable, *args, **kwargs) -> Handle:
@@ -193,8 +207,10 @@ class Tasks:
         with self._steps(len(todo), 1) as steps:
             for h in todo:
                 with steps.step(h.label):
-                    h._set(_call(h.fn, _resolved(h.args), _resolved(h.kwargs)))
-                journal.write(h.label, h.result())
+                    value, self.durations[h.label] = _call(h.fn, _resolved(h.args),
+                                                           _resolved(h.kwargs))
+                    h._set(value)
+                journal.write(h.label, value)
 
     def _dask(self, todo: list[Handle], journal: _Journal) -> None:
         import dask
@@ -230,7 +246,7 @@ class Tasks:
                 for future in as_completed(list(futures.values())):
                     h = by_key[future.key]
                     try:
-                        value = future.result()
+                        value, self.durations[h.label] = future.result()
                     except Exception as err:
                         if type(err).__name__ == "KilledWorker":
                             raise TaskError(f"task {h.label!r}: its worker process died twice "

@@ -71,9 +71,12 @@ def test_a_tiny_study_writes_table_figure_and_results_and_repeats_exactly(tmp_pa
     monkeypatch.setattr(evaluate, "VAL_TAUS", grid)
     monkeypatch.setattr(report, "VAL_TAUS", grid)
     out, alone = tmp_path / "a", tmp_path / "b"
-    assert main(["compare", "--quick", "--tasks", "digits", "--quiet", "--out", str(out)]) == 0
-    assert main(["compare", "--quick", "--tasks", "digits", "--seeds", "1", "--quiet", "--out",
-                 str(alone)]) == 0
+    # --workers 1: in this process, where the patches above act (a worker process imports
+    # the modules afresh; tests/models/test_tasks.py runs compare on workers)
+    assert main(["compare", "--quick", "--tasks", "digits", "--quiet", "--workers", "1",
+                 "--out", str(out)]) == 0
+    assert main(["compare", "--quick", "--tasks", "digits", "--seeds", "1", "--quiet",
+                 "--workers", "1", "--out", str(alone)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "fig_compare.png", "lastlayer-run.json", "report.md", "results.h5"]
     mask = os.umask(0o022)
