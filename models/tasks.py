@@ -190,13 +190,29 @@ class Tasks:
         if restored and not self.quiet:
             print(f"{self.title}: resuming: {restored} of {len(self.handles)} tasks read back "
                   f"from {journal.folder}", flush=True)
+        workers = 1
         if todo:
             if self.execution.serial:
                 self._serial(todo, journal)
             else:
-                self._dask(todo, journal)
+                workers = self._dask(todo, journal)
         self.ran += len(todo)
-        self.seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.seconds += seconds
+        if todo and not self.quiet:
+            print(self.summary(todo, seconds, workers), flush=True)
+
+    def summary(self, done: list[Handle], seconds: float, workers: int) -> str:
+        """One line on how the run used its workers: how busy they were (the tasks'
+        seconds over workers x the wall time) and the longest task."""
+        from .progress import duration
+
+        busy = sum(self.durations[h.label] for h in done)
+        longest = max(done, key=lambda h: self.durations[h.label])
+        on = f"on {workers} workers" if workers > 1 else "in this process"
+        return (f"{self.title}: {len(done)} tasks in {duration(seconds)} {on}, busy "
+                f"{100 * busy / (workers * seconds):.0f} % of the time; the longest, "
+                f"{longest.label!r}, took {duration(self.durations[longest.label])}")
 
     def _steps(self, total: int, workers: int):
         from .progress import Steps
@@ -212,7 +228,8 @@ class Tasks:
                     h._set(value)
                 journal.write(h.label, value)
 
-    def _dask(self, todo: list[Handle], journal: _Journal) -> None:
+    def _dask(self, todo: list[Handle], journal: _Journal) -> int:
+        """Run ``todo`` on Dask; returns the number of workers it had."""
         import dask
         from dask.distributed import as_completed
 
@@ -255,6 +272,7 @@ class Tasks:
                     h._set(value)
                     journal.write(h.label, value)
                     steps.advance(h.label)
+            return runner.workers
         finally:
             try:
                 runner.client.cancel(list(futures.values()))

@@ -70,6 +70,15 @@ def test_tasks_run_after_the_tasks_they_need_and_results_are_read_by_handle():
     assert tasks.ran == 3
 
 
+def test_the_closing_line_says_how_busy_the_workers_were():
+    tasks = Tasks()
+    done = [tasks.submit(f"t{i}", add, i, i) for i in range(3)]
+    tasks.durations = {"t0": 10.0, "t1": 30.0, "t2": 20.0}
+    assert tasks.summary(done, 40.0, 2) == ("run: 3 tasks in 40 s on 2 workers, busy 75 % of "
+                                            "the time; the longest, 't1', took 30 s")
+    assert "in this process, busy 150 %" in tasks.summary(done, 40.0, 1)
+
+
 def test_labels_are_unique_and_handles_belong_to_their_run():
     tasks, other = Tasks(), Tasks()
     tasks.submit("x", add, 1, 2)
