@@ -171,15 +171,18 @@ class DaskRunner(LocalRunner):
 
 @contextmanager
 def _worker_environment():
-    """Start a LocalCluster's workers with glibc's own memory trimming, and leave this
-    process's environment as it was.
+    """Start a LocalCluster's workers with glibc's own memory trimming and without Dask's
+    sampling profiler, and leave this process's environment as it was.
 
     Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536 (so that freed memory
     goes back to the system at once), which also switches off glibc's adaptive mmap
     threshold: every large temporary array is then mapped, faulted in page by page and
     unmapped again. A CNN training run of 600 steps (the fixed-classifier image section's)
     took 10.1 s so, against 4.2 s without it, measured on the project's 2-core machine, one
-    process alone. The nanny also writes its variables into this process's ``os.environ``
+    process alone. The profiler (for the dashboard) samples every task thread's stack each
+    10 ms, taking the GIL from tasks that are mostly Python: a layer of Layca's toy network
+    trained on a worker took 1.1-1.5x its time in this process with it, 1.0-1.1x without
+    (measured beside another run). The nanny also writes its variables into this process's ``os.environ``
     (OMP_NUM_THREADS=1 would then read as the user's choice in ``lastlayer.engine.threads``);
     they are put back once the workers have started."""
     import os
@@ -188,7 +191,8 @@ def _worker_environment():
 
     saved = dict(os.environ)
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                              "distributed.worker.profile.enabled": False}):
             yield
     finally:
         for key in set(os.environ) - set(saved):

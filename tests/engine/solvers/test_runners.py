@@ -24,7 +24,15 @@ def test_local_workers_keep_glibc_trimming_and_this_process_keeps_its_environmen
     before = _environment()
     with DaskRunner(workers=1) as runner:
         seen = runner.client.run(_environment)
+        profiling = runner.client.run(_profiling)
     assert _environment() == before
     (worker,) = seen.values()
     assert worker["MALLOC_TRIM_THRESHOLD_"] is None
     assert worker["OMP_NUM_THREADS"] == "1"  # the nanny's other settings stay
+    assert list(profiling.values()) == [False]  # no sampling of the tasks' stacks
+
+
+def _profiling() -> bool:
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled")
