@@ -79,6 +79,19 @@ def test_the_closing_line_says_how_busy_the_workers_were():
     assert "in this process, busy 150 %" in tasks.summary(done, 40.0, 1)
 
 
+def test_the_longest_chains_of_costs_start_first():
+    from lastlayer.models.tasks import _bottom_levels
+
+    tasks = Tasks()
+    body = tasks.submit("pre-training", add, 1, 1, cost=10)
+    heads = [tasks.submit(f"head {i}", add, body, i, cost=3) for i in range(2)]
+    small = tasks.submit("small", add, 0, 0)
+    levels = _bottom_levels(tasks.handles, tasks._costs)
+    assert [levels[id(h)] for h in (body, *heads, small)] == [13.0, 3.0, 3.0, 1.0]
+    with pytest.raises(ValueError, match="cost: expected a finite number > 0"):
+        tasks.submit("free", add, 0, 0, cost=0)
+
+
 def test_labels_are_unique_and_handles_belong_to_their_run():
     tasks, other = Tasks(), Tasks()
     tasks.submit("x", add, 1, 2)

@@ -80,7 +80,10 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
 
     def compute(tasks) -> dict:
         sections = {name: _task(name, s, tasks) for name in protocol.TASKS}
-        image_seeds = [_image_seed(seed, s, tasks) for seed in range(s.image_seeds)]
+        t = images.task()  # the image section's data, sent to the workers once
+        shared, target = tasks.share(t), tasks.share(t.target)
+        image_seeds = [_image_seed(seed, s, tasks, shared, target)
+                       for seed in range(s.image_seeds)]
         tasks.run()
         results: dict = {}
         for name, assemble in sections.items():
@@ -164,14 +167,14 @@ def _feature_variance(body, target, seeds: int) -> dict:
         for seed in range(seeds)]) for r in ("base", "mei+fn")}
 
 
-def _image_seed(seed: int, s: Settings, tasks) -> Callable[[], dict]:
-    """The image section's seed: its own body pre-trained, then every head fine-tuned."""
-    t = images.task()
-    target = tasks.share(t.target)
+def _image_seed(seed: int, s: Settings, tasks, t, target) -> Callable[[], dict]:
+    """The image section's seed: its own body pre-trained on ``t`` (``images.task()``),
+    then every head fine-tuned on ``target`` (its target task); the CNN tasks are the
+    run's longest (``cost``: they start first on Dask)."""
     body = tasks.submit(f"MNIST CNN, seed {seed}: pre-training the body", images.pretrain,
-                        tasks.share(t), seed, s.image_pretrain)
+                        t, seed, s.image_pretrain, cost=10)
     runs = {name: tasks.submit(f"MNIST CNN, seed {seed}: {name}", images.run, body, target,
-                               name, seed, s.image_epochs, s.image_curve)
+                               name, seed, s.image_epochs, s.image_curve, cost=5)
             for name in images.RECIPES}
     return lambda: {"source_accuracy": body.result().source_accuracy,
                     **{name: h.result() for name, h in runs.items()}}

@@ -75,7 +75,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
         image_runs = {variant: [tasks.submit(f"mnist CNN, {variant} head, seed {seed}",
                                              protocol.train_image_variant, image_data, variant,
                                              seed, s.image_iterations, s.image_evaluations,
-                                             s.image_channels, s.image_features)
+                                             s.image_channels, s.image_features, cost=12)
                                 for seed in range(s.seeds)] for variant in HEADS}
         tasks.run()
         results: dict = {}

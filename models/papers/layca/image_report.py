@@ -42,7 +42,7 @@ def submit(s, tasks) -> Callable[[], dict]:
     data = tasks.share(mnist())
     runs = {(method, j, seed): tasks.submit(
         f"CNN on MNIST, {LABELS[method]}, alpha {alpha:g}, seed {seed}", images.run, method,
-        alpha, data, seed, s.image_iterations, s.image_curve_points)
+        alpha, data, seed, s.image_iterations, s.image_curve_points, cost=4)
         for method in images.METHODS for j, alpha in enumerate(alphas) for seed in range(s.seeds)}
     return lambda: _assemble(s, alphas, {key: h.result() for key, h in runs.items()})
 

@@ -59,12 +59,14 @@ def submit(s, tasks) -> Callable[[], dict]:
     shared = tasks.share(d)
     runs = []
     for seed in range(s.seeds):
+        # the CNN tasks are the run's longest (cost: they start first on Dask)
         start = tasks.submit(f"mnist, seed {seed}: SAM pre-training", _pretrained, net, shared,
-                             seed, s.image_pretrain, s.image_train_eval, s.image_probes)
+                             seed, s.image_pretrain, s.image_train_eval, s.image_probes,
+                             cost=10)
         runs.append({"start": start} | {
             method: tasks.submit(f"mnist, seed {seed}: {method}", _post_trained, method, net,
                                  start, shared, s.image_steps, seed, s.image_train_eval,
-                                 s.image_probes) for method in images.METHODS})
+                                 s.image_probes, cost=5) for method in images.METHODS})
 
     def assemble() -> dict:
         rows: dict[str, dict[str, list]] = {m: {} for m in ROWS}

@@ -73,7 +73,8 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
                   for label, shared, hidden in ((label, tasks.share(data), hidden)
                                                 for label, data, hidden, _ in regression_sets)}
         table1 = {name: [tasks.submit(f"Table 1, digits {name}, seed {seed}", protocol.table1_run,
-                                      name, shared, seed, s.stops) for seed in range(s.seeds)]
+                                      name, shared, seed, s.stops, cost=6)
+                         for seed in range(s.seeds)]
                   for name, shared in ((name, tasks.share(data)) for name, data in models)}
         curve = tasks.submit("Figure 3 curve", protocol.error_curve, models[0][1], 0,
                              s.curve_every, s.curve_end)
@@ -82,7 +83,8 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
         if s.image_stops:
             data = tasks.share(mnist())
             image_runs = [tasks.submit(f"MNIST CNN, seed {seed}", images.image_run, data, seed,
-                                       s.image_stops, s.image_post) for seed in range(s.seeds)]
+                                       s.image_stops, s.image_post, cost=26)
+                          for seed in range(s.seeds)]
         tasks.run()
         results: dict = {"table2": {}, "table1": {}}
         for label, handles in table2.items():
