@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Laplace; write results.h5, report.md (one table with 95 % intervals and "
                     "Holm-corrected paired tests against the baseline) and fig_compare.png to "
                     "--out, whole or not at all. Full: digits, mnist1d, mnist, 5 seeds "
-                    "(about 15 min on 2 cores); --quick: digits and mnist1d, 3 seeds (about "
-                    "1 min).")
+                    "(about 4.5 min on 2 workers, 8 min on one); --quick: digits and "
+                    "mnist1d, 3 seeds (about 1 min).")
     cp.add_argument("--quick", action="store_true", help="digits and mnist1d, 3 seeds, "
                     "shorter budgets (a smoke run that still has intervals and tests)")
     cp.add_argument("--seeds", type=integer(1), help="number of seeds, >= 1 (default 5; 3 "
