@@ -49,13 +49,9 @@ from the folder this run's own journal lives in; like a checkpoint, they are tru
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-import pickle
-import shutil
 import signal
 import threading
 import time
@@ -65,20 +61,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from lastlayer.engine.training.io import atomic_write
+from .journal import ResumeError, _Journal
 
 __all__ = ["Execution", "Handle", "ResumeError", "Shared", "Tasks", "TaskError"]
 
-JOURNAL_MAGIC = b"lastlayer task result v1\n"
-IDENTITY = "identity.json"
-
-
 class TaskError(RuntimeError):
     """A task failed twice by losing its worker."""
-
-
-class ResumeError(ValueError):
-    """``resume``: the journal kept is of a run with other settings."""
 
 
 @dataclass(frozen=True)
@@ -254,39 +242,59 @@ class Tasks:
             runner = DaskRunner(self.execution.scheduler, self.execution.workers)
         futures: dict[int, object] = {}
         try:
-            client = runner.client
+            client, shared = runner.client, {}
+
+            def remote(a):  # a done task's result itself, a data set scattered once
+                if isinstance(a, Shared):
+                    if id(a) not in shared:
+                        shared[id(a)] = client.scatter(a.value, broadcast=True, hash=False)
+                    return shared[id(a)]
+                return a.result() if isinstance(a, Handle) else a
+
+            # a task goes to the cluster once the tasks it needs are done, with their results:
+            # a worker that dies then loses only the tasks it was running, never a result
+            waiting = {id(h): {id(a) for a in (*h.args, *h.kwargs.values())
+                               if isinstance(a, Handle) and not a._done} for h in todo}
+            dependents: dict[int, list[Handle]] = {}
+            for h in todo:
+                for d in waiting[id(h)]:
+                    dependents.setdefault(d, []).append(h)
+            priority, by_key, running = _bottom_levels(todo, self._costs), {}, as_completed()
+            retried: set[int] = set()
+
+            def start(h: Handle) -> None:
+                futures[id(h)] = client.submit(
+                    _call, h.fn, tuple(remote(a) for a in h.args),
+                    {k: remote(a) for k, a in h.kwargs.items()}, pure=False,
+                    priority=priority[id(h)], key=f"{h.label} {os.urandom(6).hex()}")
+                by_key[futures[id(h)].key] = h
+                running.add(futures[id(h)])
+
             with self._steps(len(todo), runner.workers) as steps:
-                shared: dict[int, object] = {}
-
-                def remote(a):
-                    if isinstance(a, Handle):
-                        return futures[id(a)] if id(a) in futures else a.result()
-                    if isinstance(a, Shared):
-                        if id(a) not in shared:
-                            shared[id(a)] = client.scatter(a.value, broadcast=True, hash=False)
-                        return shared[id(a)]
-                    return a
-
-                priority = _bottom_levels(todo, self._costs)
                 for h in todo:
-                    args = tuple(remote(a) for a in h.args)
-                    kwargs = {k: remote(a) for k, a in h.kwargs.items()}
-                    futures[id(h)] = client.submit(_call, h.fn, args, kwargs, pure=False,
-                                                   priority=priority[id(h)],
-                                                   key=f"{h.label} {os.urandom(6).hex()}")
-                by_key = {futures[id(h)].key: h for h in todo}
-                for future in as_completed(list(futures.values())):
+                    if not waiting[id(h)]:
+                        start(h)
+                for future in running:
                     h = by_key[future.key]
                     try:
                         value, self.durations[h.label] = future.result()
                     except Exception as err:
-                        if type(err).__name__ == "KilledWorker":
+                        lost = type(err).__name__ in ("KilledWorker", "FutureCancelledError")
+                        if type(err).__name__ == "FutureCancelledError" and id(h) not in retried:
+                            retried.add(id(h))  # its worker died and the scheduler dropped it
+                            start(h)
+                            continue
+                        if lost:
                             raise TaskError(f"task {h.label!r}: its worker process died twice "
                                             f"(killed, or out of memory?): {err}") from None
                         raise
                     h._set(value)
                     journal.write(h.label, value)
                     steps.advance(h.label)
+                    for d in dependents.get(id(h), ()):
+                        waiting[id(d)].discard(id(h))
+                        if not waiting[id(d)]:
+                            start(d)
             return runner.workers
         finally:
             try:
@@ -333,71 +341,3 @@ def _resolved(values):
     if isinstance(values, dict):
         return {k: _local(v) for k, v in values.items()}
     return tuple(_local(v) for v in values)
-
-
-class _Journal:
-    """Finished tasks' results on disk (module docstring). ``folder`` None: nothing kept."""
-
-    def __init__(self, folder: Path | None, identity: dict, resume: bool, *, quiet: bool):
-        self.folder, self.results = folder, {}
-        if folder is None:
-            return
-        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
-        marker = folder / IDENTITY
-        if folder.exists():
-            try:
-                earlier = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                earlier = None
-            if resume and earlier is not None and earlier != self.identity:
-                raise ResumeError(f"--resume: the interrupted run kept in {folder} has other "
-                                f"settings ({_difference(earlier, self.identity)}); run without "
-                                f"--resume to start afresh")
-            if resume and earlier is not None:
-                self.results = self._read(quiet)
-            else:
-                if not quiet and earlier is not None:
-                    print(f"discarding the {len(list(folder.glob('*.task')))} finished tasks of "
-                          f"an interrupted run kept in {folder} (--resume continues it)",
-                          flush=True)
-                shutil.rmtree(folder)
-        elif resume and not quiet:
-            print(f"--resume: no interrupted run kept in {folder}; starting afresh", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(marker) as f:
-            f.write(json.dumps(self.identity, sort_keys=True, indent=1) + "\n")
-
-    @staticmethod
-    def name(label: str) -> str:
-        return hashlib.sha256(label.encode()).hexdigest()[:24] + ".task"
-
-    def write(self, label: str, value) -> None:
-        if self.folder is None:
-            return
-        payload = pickle.dumps((label, value), protocol=pickle.HIGHEST_PROTOCOL)
-        with atomic_write(self.folder / self.name(label), "wb") as f:
-            f.write(JOURNAL_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-
-    def _read(self, quiet: bool) -> dict:
-        results, damaged = {}, []
-        for path in sorted(self.folder.glob("*.task")):
-            data = path.read_bytes()
-            head, _, rest = data[len(JOURNAL_MAGIC):].partition(b"\n")
-            if (not data.startswith(JOURNAL_MAGIC) or hashlib.sha256(rest).hexdigest().encode()
-                    != head):
-                damaged.append(path.name)
-                continue
-            label, value = pickle.loads(rest)
-            if path.name == self.name(label):
-                results[label] = value
-            else:
-                damaged.append(path.name)
-        if damaged and not quiet:
-            print(f"--resume: {len(damaged)} damaged task file(s) in {self.folder} ignored "
-                  f"(first {damaged[0]}); those tasks run again", flush=True)
-        return results
-
-
-def _difference(a: dict, b: dict) -> str:
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return "; ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in keys[:3]) or "?"

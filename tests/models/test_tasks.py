@@ -136,7 +136,7 @@ def test_a_resumed_run_runs_only_the_unfinished_tasks_and_equals_one_that_never_
 
 
 def task_file(label: str) -> str:
-    from lastlayer.models.tasks import _Journal
+    from lastlayer.models.journal import _Journal
 
     return _Journal.name(label)
 

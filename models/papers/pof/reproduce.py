@@ -100,7 +100,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, quiet: bool = 
         results["mnist"] = images()
         return results
 
-    def stored(results: dict) -> dict:
+    def stored(results: dict) -> dict:  # xi's NaN entries say what they mean
         xi = {on: Annotated(v, {"nan": XI_NAN}) for on, v in results["analysis"]["xi"].items()}
         return {**results, "analysis": {**results["analysis"], "xi": xi}}
 
@@ -116,8 +116,8 @@ KEEP_HISTORY = ("pof", "pof-gamma2", "sgd-phi")  # methods whose seed-0 history 
 
 def _pretrained(name: str, net, data, seed: int) -> dict:
     """A task: the pre-trained network of ``seed`` and its measurements."""
-    start = protocol.pretrain(name, data, seed)
-    return {"start": start, "measured": protocol.measure(net, start, data)}
+    return {"start": (start := protocol.pretrain(name, data, seed)),
+            "measured": protocol.measure(net, start, data)}
 
 
 def _post_trained(method: str, net, pretrained: dict, data, steps: int, seed: int,
@@ -133,16 +133,14 @@ def _post_trained(method: str, net, pretrained: dict, data, steps: int, seed: in
 
 
 def _compare(name: str, s: Settings, tasks) -> Callable[[], dict]:
-    """Every method on ``name`` for every seed: the measurements, the test-error curves and
-    PoF's per-iteration history (seed 0). Submits the runs, returns their assembly."""
+    """Every method and seed on ``name``, submitted; returns their assembly (measurements,
+    test-error curves, PoF's seed-0 per-iteration history)."""
     data = protocol.dataset(name, 0)
-    net = protocol.network(name, data)
-    shared = tasks.share(data)
+    net, shared = protocol.network(name, data), tasks.share(data)
     starts, runs = [], {m: [] for m in protocol.METHODS}
     for seed in range(s.seeds):
-        start = tasks.submit(f"{name}, seed {seed}: pre-training", _pretrained, name, net,
-                             shared, seed)
-        starts.append(start)
+        starts.append(start := tasks.submit(f"{name}, seed {seed}: pre-training", _pretrained,
+                                            name, net, shared, seed))
         for method in protocol.METHODS:
             runs[method].append(tasks.submit(f"{name}, seed {seed}: {method}", _post_trained,
                                              method, net, start, shared, s.steps, seed,
@@ -183,8 +181,7 @@ SHARPNESS_POINTS = 41  # odd: t = 0 is the middle point of the Fig. 1c-d landsca
 def _sharpness(net, models: dict, data) -> dict:
     """A task: Figs. 1c, 1d, the per-layer sharpness after SGD on phi and after PoF."""
     offsets = np.linspace(-1.0, 1.0, SHARPNESS_POINTS)
-    return {m: protocol.layer_sharpness(net, ts, data, offsets) for m, ts in models.items()
-            if m != "start"}
+    return {m: protocol.layer_sharpness(net, ts, data, offsets) for m, ts in models.items() if m != "start"}
 
 
 def _alignment(net, start, data, probes: int) -> dict:
@@ -197,8 +194,7 @@ def _alignment(net, start, data, probes: int) -> dict:
 
 def _curvature(net, models: dict, data, probes: int) -> dict:
     """A task: Figs. 5, 6, the curvature along mini-batch gradients and SGD's step sizes."""
-    start = models["start"]
-    grads, _ = protocol.batch_gradients(net, start, data.x_train, data.y_train, probes,
+    grads, _ = protocol.batch_gradients(net, models["start"], data.x_train, data.y_train, probes,
                                         protocol.POST_BATCH, 7)
     return {"rayleigh": {m: {on: protocol.rayleigh_of_batches(net, ts, data, on, probes,
                                                               PROBE_SIZE, 6)
@@ -206,7 +202,7 @@ def _curvature(net, models: dict, data, probes: int) -> dict:
             "sgd_step": protocol.POST_LR * np.linalg.norm(grads, axis=1)}
 
 
-def _models(start, sgd, pof) -> dict:
+def _models(start, sgd, pof) -> dict:  # a task: the three networks of the analysis
     return {"start": start, "sgd-phi": sgd, "pof": pof}
 
 
@@ -221,8 +217,7 @@ def _analysis(s: Settings, tasks) -> Callable[[], dict]:
     sgd, pof = (tasks.submit(f"toy analysis: {m}", protocol.post_train, m, net, start, shared,
                              s.steps, 0) for m in ("sgd-phi", "pof"))
     models = tasks.submit("toy analysis: the three networks", _models, start, sgd, pof)
-    sharpness = tasks.submit("Figs. 1c, 1d: per-layer sharpness", _sharpness, net, models,
-                             shared)
+    sharpness = tasks.submit("Figs. 1c, 1d: per-layer sharpness", _sharpness, net, models, shared)
     alignment = tasks.submit("Figs. 2a, 2b: gradient alignment, xi*", _alignment, net, start,
                              shared, s.probes)
     curvature = tasks.submit("Figs. 5, 6: curvature along mini-batch gradients, step sizes",
