@@ -119,8 +119,7 @@ class Shared:
 
 
 class _Timed(NamedTuple):
-    """What a task gives back on Dask: its result and the seconds it took on its worker
-    (a task that takes another's result as an argument receives the result alone)."""
+    """What a task gives back: its result and the seconds it took where it ran."""
 
     value: object
     seconds: float
@@ -130,8 +129,6 @@ def _call(fn: Callable, args: tuple, kwargs: dict) -> _Timed:
     """Run one task with one BLAS and one Numba thread, wherever it runs."""
     from lastlayer.engine.threads import thread_limits
 
-    args = tuple(a.value if isinstance(a, _Timed) else a for a in args)
-    kwargs = {k: a.value if isinstance(a, _Timed) else a for k, a in kwargs.items()}
     t0 = time.perf_counter()
     with thread_limits(threads=1):
         value = fn(*args, **kwargs)
