@@ -184,12 +184,15 @@ def _worker_environment():
     trained on a worker took 1.1-1.5x its time in this process with it, 1.0-1.1x without
     (measured beside another run). The nanny also writes its variables into this process's ``os.environ``
     (OMP_NUM_THREADS=1 would then read as the user's choice in ``lastlayer.engine.threads``);
-    they are put back once the workers have started."""
+    they are put back once the workers have started. A MALLOC_TRIM_THRESHOLD_ already in this
+    process's environment (left there by a LocalCluster started without this wrapper) is kept
+    from the workers too, and restored afterwards."""
     import os
 
     import dask
 
     saved = dict(os.environ)
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                               "distributed.worker.profile.enabled": False}):

@@ -32,6 +32,17 @@ def test_local_workers_keep_glibc_trimming_and_this_process_keeps_its_environmen
     assert list(profiling.values()) == [False]  # no sampling of the tasks' stacks
 
 
+def test_a_trim_threshold_left_in_this_process_by_another_cluster_is_kept_from_the_workers(monkeypatch):
+    """A LocalCluster started elsewhere in this process (as other tests do) leaves the nanny's
+    MALLOC_TRIM_THRESHOLD_ in os.environ; our workers must not inherit it, and it is put back."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    with DaskRunner(workers=1) as runner:
+        seen = runner.client.run(_environment)
+    (worker,) = seen.values()
+    assert worker["MALLOC_TRIM_THRESHOLD_"] is None
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
+
+
 def _profiling() -> bool:
     import dask
 
