@@ -34,8 +34,9 @@ the numbers.
 **Failures.** A worker process that dies (killed, out of memory) takes its task with it;
 the task is retried once on another worker (the LocalCluster's scheduler allows one
 failure: ``distributed.scheduler.allowed-failures``; an existing cluster uses its own
-setting). A second death, or an exception inside a task, stops the run: every other task
-is cancelled and the error is raised here. Ctrl-C does the same, as a KeyboardInterrupt.
+setting). A data set given by ``share`` that died with every worker holding it is sent
+again before its task is retried. A second loss, or an exception inside a task, stops the
+run: every other task is cancelled and the error is raised here. Ctrl-C does the same, as a KeyboardInterrupt.
 
 **Resuming.** With a journal folder, every finished task's result is written there at once
 (one file per task, atomically, with a SHA-256 of its contents, under the run's identity:
@@ -242,11 +243,16 @@ class Tasks:
             client, shared = runner.client, {}
 
             def remote(a):  # a done task's result itself, a data set scattered once
-                if isinstance(a, Shared):
-                    if id(a) not in shared:
+                if isinstance(a, Shared):  # again if every worker holding it died
+                    if id(a) not in shared or shared[id(a)].status != "finished":
                         shared[id(a)] = client.scatter(a.value, broadcast=True, hash=False)
                     return shared[id(a)]
                 return a.result() if isinstance(a, Handle) else a
+
+            for h in todo:  # to every worker before any task starts
+                for a in (*h.args, *h.kwargs.values()):
+                    if isinstance(a, Shared):
+                        remote(a)
 
             # a task goes to the cluster once the tasks it needs are done, with their results:
             # a worker that dies then loses only the tasks it was running, never a result
@@ -282,8 +288,9 @@ class Tasks:
                             start(h)
                             continue
                         if lost:
-                            raise TaskError(f"task {h.label!r}: its worker process died twice "
-                                            f"(killed, or out of memory?): {err}") from None
+                            raise TaskError(f"task {h.label!r} was lost twice: a worker process "
+                                            f"running it, or holding its data, died (killed, "
+                                            f"or out of memory?): {err}") from None
                         raise
                     h._set(value)
                     journal.write(h.label, value)

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
-    except TaskError as err:  # a task's worker died twice
+    except TaskError as err:  # a task lost twice with its worker
         print(f"{prog}: {err}; nothing partial was written", file=sys.stderr)
         return 1
     except OSError as err:

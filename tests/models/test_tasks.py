@@ -172,8 +172,45 @@ def die(label):
 def test_a_task_whose_worker_dies_twice_stops_the_run():
     tasks = Tasks(Execution(workers=2))
     tasks.submit("fatal", die, "fatal")
-    with pytest.raises(TaskError, match="'fatal': its worker process died twice"):
+    with pytest.raises(TaskError, match="'fatal' was lost twice: a worker process"):
         tasks.run()
+
+
+def total(data, offset=0.0):
+    return float(data.sum()) + offset
+
+
+def test_a_shared_data_set_lost_with_every_worker_is_sent_again(monkeypatch):
+    """After the first task is done (the signal: progress advances), every worker is killed:
+    the data set scattered to them is gone with them. The task that needs it next starts
+    only now (it waits for the first), so it is lost once and run again with the data set
+    scattered anew, on the workers the nannies restarted."""
+    from distributed import default_client
+
+    killed = []
+    advance = progress.Steps.advance
+
+    def kill_all_once(self, description):
+        advance(self, description)
+        if killed:
+            return
+        client = default_client()
+        old = set(client.scheduler_info()["workers"])
+        for pid in client.run(os.getpid).values():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        while old & set(client.scheduler_info()["workers"]):  # asked anew each time
+            pass  # until the scheduler has removed them (its signal)
+
+    monkeypatch.setattr(progress.Steps, "advance", kill_all_once)
+    data = np.arange(100_000, dtype=np.float64)
+    tasks = Tasks(Execution(workers=2))
+    shared = tasks.share(data)
+    first = tasks.submit("first", total, shared)
+    second = tasks.submit("second", total, shared, first)
+    tasks.run()
+    assert len(killed) == 2
+    assert (first.result(), second.result()) == (data.sum(), 2 * data.sum())
 
 
 def compare(out: Path, *flags: str) -> Path:
