@@ -20,7 +20,7 @@ class ResumeError(ValueError):
     """``resume``: the journal kept is of a run with other settings."""
 
 
-class _Journal:
+class Journal:
     """Finished tasks' results on disk (module docstring). ``folder`` None: nothing kept."""
 
     def __init__(self, folder: Path | None, identity: dict, resume: bool, *, quiet: bool):

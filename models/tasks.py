@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .journal import ResumeError, _Journal
+from .journal import ResumeError, Journal
 
 __all__ = ["Execution", "Handle", "ResumeError", "Shared", "Tasks", "TaskError"]
 
@@ -90,10 +90,11 @@ class Handle:
     """A submitted task: its ``label`` (unique in the run) and, once ``Tasks.run`` is done,
     its ``result()``."""
 
-    __slots__ = ("label", "fn", "args", "kwargs", "_value", "_done")
+    __slots__ = ("label", "fn", "args", "kwargs", "cost", "_value", "_done")
 
-    def __init__(self, label: str, fn: Callable, args: tuple, kwargs: dict):
+    def __init__(self, label: str, fn: Callable, args: tuple, kwargs: dict, cost: float = 1.0):
         self.label, self.fn, self.args, self.kwargs = label, fn, args, kwargs
+        self.cost = cost  # a rough guess of its seconds on one core (Tasks.submit)
         self._value, self._done = None, False
 
     def result(self):
@@ -147,7 +148,6 @@ class Tasks:
         self.title, self.quiet = title, quiet
         self.handles: list[Handle] = []
         self._labels: set[str] = set()
-        self._costs: dict[int, float] = {}  # id(handle) -> its cost
         self.seconds = 0.0  # wall time of run()
         self.ran = 0  # tasks run (not read back from the journal)
         self.durations: dict[str, float] = {}  # label -> seconds, of the tasks run
@@ -164,8 +164,7 @@ class Tasks:
         for a in (*args, *kwargs.values()):
             if isinstance(a, Handle) and a not in self.handles:
                 raise ValueError(f"task {label!r}: argument {a.label!r} is not a task of this run")
-        handle = Handle(label, fn, args, kwargs)
-        self._costs[id(handle)] = float(cost)
+        handle = Handle(label, fn, args, kwargs, float(cost))
         self._labels.add(label)
         self.handles.append(handle)
         return handle
@@ -179,7 +178,7 @@ class Tasks:
         """Run every submitted task not yet done (module docstring): serially in submission
         order, or on Dask; each result kept in its handle (and in the journal)."""
         t0 = time.perf_counter()
-        journal = _Journal(self.execution.journal, self.identity, self.execution.resume,
+        journal = Journal(self.execution.journal, self.identity, self.execution.resume,
                            quiet=self.quiet)
         for h in self.handles:
             if not h._done and h.label in journal.results:
@@ -218,7 +217,7 @@ class Tasks:
 
         return Steps(total, self.quiet, self.title, workers=workers)
 
-    def _serial(self, todo: list[Handle], journal: _Journal) -> None:
+    def _serial(self, todo: list[Handle], journal: Journal) -> None:
         with self._steps(len(todo), 1) as steps:
             for h in todo:
                 with steps.step(h.label):
@@ -227,17 +226,24 @@ class Tasks:
                     h._set(value)
                 journal.write(h.label, value)
 
-    def _dask(self, todo: list[Handle], journal: _Journal) -> int:
+    def _dask(self, todo: list[Handle], journal: Journal) -> int:
         """Run ``todo`` on Dask; returns the number of workers it had."""
         import dask
         from dask.distributed import as_completed
 
         from lastlayer.engine.solvers.streaming.runners import DaskRunner
 
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                              "distributed.worker.preload": [__name__]}):  # dask_setup
-            runner = DaskRunner(self.execution.scheduler, self.execution.workers)
+        # the in-process scheduler's warnings on a lost worker: this run reports them itself
+        log = logging.getLogger("distributed")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            with dask.config.set({"distributed.scheduler.allowed-failures": 1,
+                                  "distributed.worker.preload": [__name__]}):  # dask_setup
+                runner = DaskRunner(self.execution.scheduler, self.execution.workers)
+        except BaseException:
+            log.setLevel(level)
+            raise
         futures: dict[int, object] = {}
         try:
             client, shared = runner.client, {}
@@ -262,7 +268,7 @@ class Tasks:
             for h in todo:
                 for d in waiting[id(h)]:
                     dependents.setdefault(d, []).append(h)
-            priority, by_key, running = _bottom_levels(todo, self._costs), {}, as_completed()
+            priority, by_key, running = _bottom_levels(todo), {}, as_completed()
             retried: set[int] = set()
 
             def start(h: Handle) -> None:
@@ -308,6 +314,7 @@ class Tasks:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 runner.close()
+            log.setLevel(level)
 
 
 def dask_setup(worker) -> None:
@@ -319,7 +326,7 @@ def dask_setup(worker) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _bottom_levels(todo: list[Handle], costs: dict[int, float]) -> dict[int, float]:
+def _bottom_levels(todo: list[Handle]) -> dict[int, float]:
     """Per task, its cost plus the longest chain of costs of the tasks that wait for it:
     the list scheduler's priority (the longest chains start first, so that no worker is
     left alone with one long task at the end; ties in submission order)."""
@@ -330,7 +337,7 @@ def _bottom_levels(todo: list[Handle], costs: dict[int, float]) -> dict[int, flo
             if isinstance(a, Handle) and id(a) in waiting:
                 waiting[id(a)].append(id(h))
     for h in reversed(todo):  # a task's dependents were submitted after it
-        level[id(h)] = costs[id(h)] + max((level[d] for d in waiting[id(h)]), default=0.0)
+        level[id(h)] = h.cost + max((level[d] for d in waiting[id(h)]), default=0.0)
     return level
 
 

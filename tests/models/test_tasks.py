@@ -4,6 +4,7 @@ the journal of finished tasks and --resume."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -86,7 +87,7 @@ def test_the_longest_chains_of_costs_start_first():
     body = tasks.submit("pre-training", add, 1, 1, cost=10)
     heads = [tasks.submit(f"head {i}", add, body, i, cost=3) for i in range(2)]
     small = tasks.submit("small", add, 0, 0)
-    levels = _bottom_levels(tasks.handles, tasks._costs)
+    levels = _bottom_levels(tasks.handles)
     assert [levels[id(h)] for h in (body, *heads, small)] == [13.0, 3.0, 3.0, 1.0]
     with pytest.raises(ValueError, match="cost: expected a finite number > 0"):
         tasks.submit("free", add, 0, 0, cost=0)
@@ -136,9 +137,9 @@ def test_a_resumed_run_runs_only_the_unfinished_tasks_and_equals_one_that_never_
 
 
 def task_file(label: str) -> str:
-    from lastlayer.models.journal import _Journal
+    from lastlayer.models.journal import Journal
 
-    return _Journal.name(label)
+    return Journal.name(label)
 
 
 def test_a_damaged_task_file_is_reported_and_its_task_run_again(tmp_path, capsys):
@@ -170,10 +171,14 @@ def die(label):
 
 
 def test_a_task_whose_worker_dies_twice_stops_the_run():
+    """... and the quieted Dask log is put back to the caller's level."""
+    log = logging.getLogger("distributed")
+    before = log.level
     tasks = Tasks(Execution(workers=2))
     tasks.submit("fatal", die, "fatal")
     with pytest.raises(TaskError, match="'fatal' was lost twice: a worker process"):
         tasks.run()
+    assert log.level == before
 
 
 def total(data, offset=0.0):
