@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack, contextmanager
 
-__all__ = ["SECOND_THREAD_FLOPS", "ENV", "cores", "threads_for", "thread_limits", "blas_threads"]
+__all__ = ["SECOND_THREAD_FLOPS", "ENV", "cores", "threads_for", "thread_limits", "blas_threads",
+           "blas_for"]
 
 SECOND_THREAD_FLOPS = 1e8
 ENV = "LASTLAYER_THREADS"
@@ -95,4 +96,19 @@ def blas_threads(n: int):
 
         _blas = ThreadpoolController().select(user_api="blas")
     with _blas.limit(limits=int(n)):
+        yield
+
+
+@contextmanager
+def blas_for(flops: float, xp=None):
+    """BLAS at one thread inside the block where a product of ``flops`` is too small to gain
+    from a second (below SECOND_THREAD_FLOPS), else as it is; nothing for CuPy arrays
+    (``xp`` not NumPy). A layer's small product run on several BLAS threads gains nothing,
+    and OpenBLAS's idle threads then spin for a while after it, taking the cores that the
+    next layer's batch slices need (``lastlayer.engine.layers.conv``): in the CNN step at 2
+    threads every layer's kernels ran no faster than at one."""
+    if flops >= SECOND_THREAD_FLOPS or (xp is not None and xp.__name__ != "numpy"):
+        yield
+        return
+    with blas_threads(1):
         yield

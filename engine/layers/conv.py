@@ -61,23 +61,43 @@ def _matmul_over_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+GRAD_CHUNK = 16  # samples per partial product of dW (_weight_grad): a constant, never the
+                 # thread count, so that the order of dW's sum is the same on every machine
+
+
 def _weight_grad(dy: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """dW[o, k] = sum_n sum_p dy[n, o, p] cols[n, k, p] for NumPy arrays dy (N, C_out, P) and
-    cols (N, K, P): exactly ``np.tensordot(dy, cols, axes=([0, 2], [0, 2]))``, the same
-    product of the same two C-ordered operands (dy as (C_out, N P), cols as (N P, K)), with
-    the transposed copy of cols (tensordot's slowest part) made over the batch on the
-    kernels' threads."""
+    cols (N, K, P), summed as
+
+        dW = sum over chunks c, in order, of  A_c @ B_c^T,
+        A_c = dy[c] as (C_out, |c| P),  B_c = cols[c] as (K, |c| P),
+
+    over chunks c of GRAD_CHUNK consecutive samples (the last one shorter). The chunks'
+    products run on the kernels' threads at one BLAS thread each, each chunk copying its own
+    two operands (rows of P contiguous elements, never an element-wise transpose), and are
+    added in chunk order on the calling thread: the same bits for every thread count. A
+    single BLAS product sums over all N P at once; with a second BLAS thread OpenBLAS splits
+    only dW's small output, and its idle threads then spin, taking the core the next
+    layer's batch slices need (the CNN step at 2 threads: module docstring). One chunk
+    (N <= GRAD_CHUNK) is one product, tensordot's sum in another layout."""
     n, k, p = cols.shape
-    at = dy.transpose(1, 0, 2).reshape(dy.shape[1], n * p)  # as in tensordot
-    try:  # a view where tensordot's reshape is one (N = 1, P = 1: its layout decides BLAS's path)
-        bt = np.reshape(cols.transpose(0, 2, 1), (n * p, k), copy=False)
-    except TypeError:  # NumPy < 2.1 (no copy=): tensordot's own reshape, on one thread
-        bt = cols.transpose(0, 2, 1).reshape(n * p, k)
-    except ValueError:  # the copy tensordot would make, made over the batch
-        bt = np.empty((n, p, k), dtype=cols.dtype)
-        over_batch(lambda s, e: np.copyto(bt[s:e], cols[s:e].transpose(0, 2, 1)), n)
-        bt = bt.reshape(n * p, k)
-    return np.dot(at, bt)
+    c_out = dy.shape[1]
+    starts = list(range(0, n, GRAD_CHUNK)) + [n]
+    partial = np.empty((len(starts) - 1, c_out, k), dtype=np.result_type(dy, cols))
+
+    def chunks(first: int, stop: int) -> None:
+        for c in range(first, stop):
+            lo, hi = starts[c], starts[c + 1]
+            a = dy[lo:hi].transpose(1, 0, 2).reshape(c_out, (hi - lo) * p)
+            b = cols[lo:hi].transpose(1, 0, 2).reshape(k, (hi - lo) * p)
+            np.dot(a, b.T, out=partial[c])
+
+    with blas_threads(1):
+        over_batch(chunks, len(starts) - 1)
+    total = partial[0]
+    for c in range(1, len(partial)):  # in chunk order (np.sum's pairwise order would do too)
+        total += partial[c]
+    return total
 
 
 class Conv2DCache(NamedTuple):

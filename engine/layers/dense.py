@@ -8,6 +8,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import positive_int
+from ..backend import array_module
+from ..threads import blas_for
 from .initializers import Constant, HeNormal, Initializer
 from .base import Layer, init_kernel_and_bias
 
@@ -54,10 +56,16 @@ class Dense(Layer):
             raise self.shape_error(f"(N, {self.d_in})", input_shape)
         return (input_shape[0], self.d_out)
 
+    def _blas(self, a):
+        """Each of the layer's products has 2 N d_in d_out flops: at one BLAS thread below
+        the engine's threshold for a second (``lastlayer.engine.threads.blas_for``)."""
+        return blas_for(2.0 * a.shape[0] * self.d_in * self.d_out, array_module(a))
+
     def forward(self, params, x, train=False, *, state=None, rng=None):
         """x: (N, d_in) -> y: (N, d_out)."""
         self.check_input(params, x)
-        y = x @ params["W"].T  # (N, d_out)
+        with self._blas(x):
+            y = x @ params["W"].T  # (N, d_out)
         if self.bias:
             y += params["b"]  # broadcast (d_out,) over N, in place
         return y, DenseCache(x)
@@ -65,16 +73,18 @@ class Dense(Layer):
     def backward(self, params, cache, dy):
         """dy: (N, d_out) -> dx: (N, d_in); grads W: (d_out, d_in), b: (d_out,)."""
         self.check_upstream(dy, (cache.x.shape[0], self.d_out), cache.x.dtype)
-        grads = {"W": dy.T @ cache.x}  # (d_out, N) @ (N, d_in)
+        with self._blas(dy):
+            grads = {"W": dy.T @ cache.x}  # (d_out, N) @ (N, d_in)
+            dx = dy @ params["W"]  # (N, d_out) @ (d_out, d_in)
         if self.bias:
             grads["b"] = dy.sum(axis=0)  # (d_out,)
-        dx = dy @ params["W"]  # (N, d_out) @ (d_out, d_in)
         return dx, grads
 
     def param_grads(self, params, cache, dy):
         """backward's grads without dx (Layer.param_grads): no (N, d_out) @ (d_out, d_in)."""
         self.check_upstream(dy, (cache.x.shape[0], self.d_out), cache.x.dtype)
-        grads = {"W": dy.T @ cache.x}
+        with self._blas(dy):
+            grads = {"W": dy.T @ cache.x}
         if self.bias:
             grads["b"] = dy.sum(axis=0)
         return grads

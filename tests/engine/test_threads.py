@@ -48,3 +48,32 @@ def test_a_users_blas_setting_stands_unless_the_count_is_exact(clean_env, monkey
         assert blas_threads() == before  # the user's choice
     with thread_limits(threads=1):  # the ledger's and the experiments' pinned count
         assert blas_threads() == {1}
+
+
+def test_a_small_product_runs_at_one_blas_thread_and_a_large_one_as_set(clean_env, monkeypatch):
+    """blas_for: below SECOND_THREAD_FLOPS one BLAS thread (no idle OpenBLAS threads left
+    spinning after it), above it the count the block runs with; Dense asks per product."""
+    import numpy as np
+
+    from lastlayer.engine import Dense
+    from lastlayer.engine.layers import dense
+
+    with thread_limits(threads=2):
+        with threads.blas_for(SECOND_THREAD_FLOPS / 2):
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}
+        with threads.blas_for(SECOND_THREAD_FLOPS):
+            assert blas_threads() == {2}
+        seen = []
+        original = dense.blas_for
+
+        def recording(flops, xp):
+            seen.append(flops)
+            return original(flops, xp)
+
+        monkeypatch.setattr(dense, "blas_for", recording)
+        layer = Dense(30, 20)
+        params = layer.init(np.random.default_rng(0))
+        y, cache = layer.forward(params, np.ones((8, 30)))
+        layer.backward(params, cache, np.ones_like(y))
+        assert seen == [2.0 * 8 * 30 * 20] * 2

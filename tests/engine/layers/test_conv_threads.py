@@ -1,11 +1,13 @@
 """The training step at more than one thread (issue 29): the convolution's per-sample
-products and the conv path's kernels run over slices of the batch, so Conv2D's forward and
-backward are the one-thread numbers bit for bit at any thread count, and the same numbers
-as the one-call formulation they replace (``kernel @ cols``, ``np.tensordot``). The step's
-other products (Dense, and Conv2D's dW, one product whose sum runs over the batch) keep
-BLAS's own threads; OpenBLAS splits their output, not their sums, and gives the same bits
-here too, but no BLAS promises that, so those are held to the bound any two summation
-orders obey: |a - b| <= 2 gamma_K (|A| |B|), gamma_K = K u / (1 - K u)."""
+products, its weight gradient's chunk products and the conv path's kernels run over slices
+of the batch, so Conv2D's forward and backward are the one-thread numbers bit for bit at any
+thread count. The forward and dx products are the one-call formulation they replace
+(``kernel @ cols``) bit for bit; dW is summed over chunks of GRAD_CHUNK samples in chunk
+order (``conv._weight_grad``), so it is held to that sum exactly and to ``np.tensordot``'s
+within the bound any two summation orders obey: |a - b| <= 2 gamma_K (|A| |B|), gamma_K =
+K u / (1 - K u). Dense keeps BLAS's own threads above the engine's threshold; OpenBLAS
+splits their output, not their sums, and gives the same bits here too, but no BLAS promises
+that, so those are held to the same bound."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from lastlayer.engine.threads import blas_threads, thread_limits
 LAYERS = [(7, Conv2D(3, 5, 3)),  # odd batch
           (1, Conv2D(2, 4, 3, padding=1)),  # batch 1
           (5, Conv2D(3, 4, (3, 2), stride=(2, 1), padding=(1, 0))),  # strides, padding
-          (6, Conv2D(2, 3, (1, 5), padding=(0, 2)))]  # one-row inputs
+          (6, Conv2D(2, 3, (1, 5), padding=(0, 2))),  # one-row inputs
+          (2 * conv_module.GRAD_CHUNK + 5, Conv2D(3, 4, 3))]  # three chunks of dW
 
 
 def _run(layer, params, x, dy, threads):
@@ -39,26 +42,43 @@ def test_conv2d_is_the_same_bits_on_one_and_two_threads(n, layer, dtype):
     x = rng.standard_normal((n, layer.c_in, h, w)).astype(dtype)
     dy = rng.standard_normal(layer.output_shape(x.shape)).astype(dtype)
     y1, dx1, g1, alone1, cache = _run(layer, params, x, dy, 1)
-    y2, dx2, g2, alone2, _ = _run(layer, params, x, dy, 2)
-    np.testing.assert_array_equal(y2, y1, strict=True)
-    np.testing.assert_array_equal(dx2, dx1, strict=True)
-    for k in g1:
-        np.testing.assert_array_equal(g2[k], g1[k], strict=True)
-        np.testing.assert_array_equal(alone1[k], g1[k], strict=True)  # param_grads: no dx
-        np.testing.assert_array_equal(alone2[k], g1[k], strict=True)
+    for threads in (2, 3):
+        y2, dx2, g2, alone2, _ = _run(layer, params, x, dy, threads)
+        np.testing.assert_array_equal(y2, y1, strict=True)
+        np.testing.assert_array_equal(dx2, dx1, strict=True)
+        for k in g1:
+            np.testing.assert_array_equal(g2[k], g1[k], strict=True)
+            np.testing.assert_array_equal(alone1[k], g1[k], strict=True)  # param_grads: no dx
+            np.testing.assert_array_equal(alone2[k], g1[k], strict=True)
     # the one-call formulation the threaded one replaces, on one thread: the same bits
     with thread_limits(threads=1):
         kernel = params["W"].reshape(layer.c_out, -1)
         y_ref = kernel @ cache.cols
         y_ref += params["b"][:, None]
         dy3 = dy.reshape(n, layer.c_out, -1)
-        dw_ref = np.tensordot(dy3, cache.cols, axes=([0, 2], [0, 2]))
+        dw_tensordot = np.tensordot(dy3, cache.cols, axes=([0, 2], [0, 2]))
+        dw_ref = _chunked_weight_grad(dy3, cache.cols)
         dcols_ref = kernel.T @ dy3
         np.testing.assert_array_equal(conv_module._matmul_over_batch(kernel.T, dy3), dcols_ref)
     np.testing.assert_array_equal(y1.reshape(y_ref.shape), y_ref, strict=True)
     np.testing.assert_array_equal(g1["W"].reshape(dw_ref.shape), dw_ref, strict=True)
+    a = dy3.transpose(1, 0, 2).reshape(layer.c_out, -1)
+    b = cache.cols.transpose(0, 2, 1).reshape(a.shape[1], -1)
+    assert np.all(np.abs(dw_ref - dw_tensordot) <= _bound(a, b))
     with thread_limits(threads=2):
         np.testing.assert_array_equal(conv_module._matmul_over_batch(kernel.T, dy3), dcols_ref)
+
+
+def _chunked_weight_grad(dy3, cols):
+    """sum over chunks c of GRAD_CHUNK samples, in order, of dy[c] (C_out, |c| P) times
+    cols[c] (K, |c| P) transposed: the sum conv._weight_grad promises, written out."""
+    total = None
+    for lo in range(0, cols.shape[0], conv_module.GRAD_CHUNK):
+        hi = min(lo + conv_module.GRAD_CHUNK, cols.shape[0])
+        a = dy3[lo:hi].transpose(1, 0, 2).reshape(dy3.shape[1], -1)
+        b = cols[lo:hi].transpose(1, 0, 2).reshape(cols.shape[1], -1)
+        total = a @ b.T if total is None else total + a @ b.T
+    return total
 
 
 def _bound(a, b):
