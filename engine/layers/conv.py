@@ -70,35 +70,40 @@ GRAD_CHUNK = 16  # samples per partial product of dW (_weight_grad): a constant,
                  # thread count, so that the order of dW's sum is the same on every machine
 
 
-def _weight_grad(dy: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """dW[o, k] = sum_n sum_p dy[n, o, p] cols[n, k, p] for NumPy arrays dy (N, C_out, P) and
-    cols (N, K, P), summed as
+def _weight_grad(dy, cols):
+    """dW[o, k] = sum_n sum_p dy[n, o, p] cols[n, k, p] for dy (N, C_out, P) and cols
+    (N, K, P), NumPy or CuPy arrays, summed as
 
         dW = sum over chunks c, in order, of  A_c @ B_c^T,
         A_c = dy[c] as (C_out, |c| P),  B_c = cols[c] as (K, |c| P),
 
-    over chunks c of GRAD_CHUNK consecutive samples (the last one shorter). The chunks'
-    products run on the kernels' threads at one BLAS thread each, each chunk copying its own
+    over chunks c of GRAD_CHUNK consecutive samples (the last one shorter). On NumPy arrays
+    the chunks' products run on the kernels' threads at one BLAS thread each, each chunk copying its own
     two operands (rows of P contiguous elements, never an element-wise transpose), and are
     added in chunk order on the calling thread: the same bits for every thread count. A
     single BLAS product sums over all N P at once; with a second BLAS thread OpenBLAS splits
     only dW's small output, and its idle threads then spin, taking the core the next
     layer's batch slices need (the CNN step at 2 threads: module docstring). One chunk
-    (N <= GRAD_CHUNK) is one product, tensordot's sum in another layout."""
+    (N <= GRAD_CHUNK) is one product, tensordot's sum in another layout. On a device the
+    same chunks, one after another (so that host and device compute the same sum)."""
+    xp = array_module(cols)
     n, k, p = cols.shape
     c_out = dy.shape[1]
     starts = list(range(0, n, GRAD_CHUNK)) + [n]
-    partial = np.empty((len(starts) - 1, c_out, k), dtype=np.result_type(dy, cols))
+    partial = xp.empty((len(starts) - 1, c_out, k), dtype=dy.dtype)
 
     def chunks(first: int, stop: int) -> None:
         for c in range(first, stop):
             lo, hi = starts[c], starts[c + 1]
             a = dy[lo:hi].transpose(1, 0, 2).reshape(c_out, (hi - lo) * p)
             b = cols[lo:hi].transpose(1, 0, 2).reshape(k, (hi - lo) * p)
-            np.dot(a, b.T, out=partial[c])
+            partial[c] = a @ b.T
 
-    with blas_threads(1):
-        over_batch(chunks, len(starts) - 1)
+    if xp is np:
+        with blas_threads(1):
+            over_batch(chunks, len(starts) - 1)
+    else:
+        chunks(0, len(starts) - 1)
     total = partial[0]
     for c in range(1, len(partial)):  # in chunk order (np.sum's pairwise order would do too)
         total += partial[c]
@@ -205,8 +210,7 @@ class Conv2D(Layer):
         dy = self._upstream(cache, dy)  # (N, C_out, P)
 
         # dW[o, k] = sum_n sum_p dy[n, o, p] cols[n, k, p]
-        dw = _weight_grad(dy, cache.cols) if xp is np else \
-            xp.tensordot(dy, cache.cols, axes=([0, 2], [0, 2]))
+        dw = _weight_grad(dy, cache.cols)
         grads = {"W": dw.reshape(params["W"].shape)}
         if self.bias:
             grads["b"] = dy.sum(axis=(0, 2))  # (C_out,)
@@ -228,10 +232,8 @@ class Conv2D(Layer):
 
     def param_grads(self, params, cache, dy):
         """backward's grads without dx (Layer.param_grads): no dcols product, no col2im."""
-        xp = array_module(dy)
         dy = self._upstream(cache, dy)
-        dw = _weight_grad(dy, cache.cols) if xp is np else \
-            xp.tensordot(dy, cache.cols, axes=([0, 2], [0, 2]))
+        dw = _weight_grad(dy, cache.cols)
         grads = {"W": dw.reshape(params["W"].shape)}
         if self.bias:
             grads["b"] = dy.sum(axis=(0, 2))
