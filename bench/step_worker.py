@@ -7,7 +7,8 @@ PyTorch eager, on the weights and batch of an .npz file the benchmark wrote.
 SIDE lastlayer or torch; MODEL mlp or cnn; MODE check (one float64 step: the loss and every
 gradient into OUT.npz) or time (float32 steps, timed one by one: the times into OUT.npz).
 lastlayer runs ``plain_gradient``, the step of `lastlayer train`, under
-``thread_limits(threads=THREADS)``; PyTorch ``torch.set_num_threads(THREADS)``, the
+``thread_limits(threads=THREADS)`` and with freed memory kept for reuse, as ``train`` runs
+it (``lastlayer.engine.memory``); PyTorch ``torch.set_num_threads(THREADS)``, the
 gradients set to None before each step, as ``optimizer.zero_grad()`` does.
 """
 
@@ -55,6 +56,7 @@ def lastlayer_step(model, weights, x, labels, threads):
 
     from lastlayer.engine import Conv2D, Dense, Flatten, MaxPool2D, Network, ReLU
     from lastlayer.engine import softmax_cross_entropy
+    from lastlayer.engine.memory import keep_freed_memory
     from lastlayer.engine.threads import thread_limits
     from lastlayer.engine.training.steps import Batch, plain_gradient
 
@@ -71,6 +73,7 @@ def lastlayer_step(model, weights, x, labels, threads):
     batch = Batch(x, labels, 0, 0, x, labels)
     stack = ExitStack()
     stack.enter_context(thread_limits(threads=threads))  # for the life of the process
+    keep_freed_memory()  # as `train` does before its first step (lastlayer.engine.memory)
 
     def step():
         result = plain_gradient(net, params, net.init_state(), batch, softmax_cross_entropy, None)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._checks import float_dtype, positive_int
 from ..backend import array_module, to_device
+from ..memory import keep_freed_memory
 from .data import Dataset, batch_indices
 from .steps import Batch, GradientStep, plain_gradient
 from ..losses import softmax_cross_entropy, squared_error
@@ -184,6 +185,7 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
     positive_int(monitor_every, "monitor_every")
     if monitor is not None:
         history.setdefault("monitor_iteration", [])
+    keep_freed_memory()  # each step's arrays reuse the last step's memory (engine.memory)
 
     def run_eval(t: int) -> None:
         history["eval_iteration"].append(t)
