@@ -45,17 +45,18 @@ def keep_freed_memory() -> bool:
     choice = os.environ.get(ENV, "keep").strip() or "keep"
     if choice not in ("keep", "system"):
         raise ValueError(f"{ENV}: expected 'keep' or 'system', got {choice!r}")
+    if choice == "system":  # asked each time: a later call with 'keep' may still set them
+        return False
     if _done is not None:
         return _done
     _done = False
-    if choice == "system":
-        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc: musl has no mallopt, macOS none
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-        bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mmap_set = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))  # each set on its own: a
+    trim_set = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))  # refused one skips no other
+    _done = mmap_set and trim_set
     return _done

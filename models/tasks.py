@@ -311,10 +311,12 @@ class Tasks:
                 runner.client.cancel(list(futures.values()))
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                runner.close()
-            log.setLevel(level)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    runner.close()
+            finally:
+                log.setLevel(level)
 
 
 def dask_setup(worker) -> None:

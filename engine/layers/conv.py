@@ -20,9 +20,9 @@ A single product of (C_out, K) with (K, P) per sample is too small to gain from 
 threads (measured at (64, 288) x (288, 121) float32 on the 2-core machine: 4.5 ms at one
 thread, 6.6 ms at two; over the batch on two threads 2.5 ms). dW's sum runs over the
 batch: it is a sum of products over fixed chunks of GRAD_CHUNK samples, added in chunk
-order (``_weight_grad``), the chunks on the same pool. No product of the layer runs on
-BLAS's own threads: OpenBLAS's idle threads spin after a call and took the second core
-from the batch slices (the CNN of bench/test_step_vs_torch.py at 2 threads on the
+order (``_weight_grad``), the chunks on the same pool. With a batch of more than one
+sample, no product of the layer runs on BLAS's own threads: OpenBLAS's idle threads spin
+after a call and took the second core from the batch slices (the CNN of bench/test_step_vs_torch.py at 2 threads on the
 project's 2-core machine: conv2's forward 6.3 ms and backward 12.5 ms with BLAS threads in
 the step, 3.4-3.9 and 6.6-7.5 ms without; at one thread 6.0-6.2 and 11.5-11.7 ms).
 """
@@ -85,12 +85,16 @@ def _weight_grad(dy, cols):
     only dW's small output, and its idle threads then spin, taking the core the next
     layer's batch slices need (the CNN step at 2 threads: module docstring). One chunk
     (N <= GRAD_CHUNK) is one product, tensordot's sum in another layout. On a device the
-    same chunks, one after another (so that host and device compute the same sum)."""
+    same chunks, one after another: the same sum of chunks as the host (each chunk's own
+    sum is cuBLAS's on a GPU, so the bits there are not the host's)."""
     xp = array_module(cols)
     n, k, p = cols.shape
     c_out = dy.shape[1]
+    dtype = np.result_type(dy.dtype, cols.dtype)  # NumPy dtypes on a device too
+    if n == 0:  # an empty batch: no chunk, a zero gradient (as tensordot gives)
+        return xp.zeros((c_out, k), dtype=dtype)
     starts = list(range(0, n, GRAD_CHUNK)) + [n]
-    partial = xp.empty((len(starts) - 1, c_out, k), dtype=dy.dtype)
+    partial = xp.empty((len(starts) - 1, c_out, k), dtype=dtype)
 
     def chunks(first: int, stop: int) -> None:
         for c in range(first, stop):
@@ -104,7 +108,7 @@ def _weight_grad(dy, cols):
             over_batch(chunks, len(starts) - 1)
     else:
         chunks(0, len(starts) - 1)
-    total = partial[0]
+    total = partial[0].copy()  # its own array: dW keeps no chunk's partial sum alive
     for c in range(1, len(partial)):  # in chunk order (np.sum's pairwise order would do too)
         total += partial[c]
     return total

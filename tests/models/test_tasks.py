@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -204,8 +205,10 @@ def test_a_shared_data_set_lost_with_every_worker_is_sent_again(monkeypatch):
         for pid in client.run(os.getpid).values():
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
+        deadline = time.monotonic() + 60  # a bound, not a wait: the loop ends on the signal
         while old & set(client.scheduler_info()["workers"]):  # asked anew each time
-            pass  # until the scheduler has removed them (its signal)
+            assert time.monotonic() < deadline, "the scheduler never removed the dead workers"
+            time.sleep(0.05)  # leave the cores to the scheduler and the nannies
 
     monkeypatch.setattr(progress.Steps, "advance", kill_all_once)
     data = np.arange(100_000, dtype=np.float64)

@@ -81,6 +81,16 @@ def _chunked_weight_grad(dy3, cols):
     return total
 
 
+def test_an_empty_batch_gives_a_zero_weight_gradient():
+    layer = Conv2D(3, 4, 3)
+    params = layer.init(np.random.default_rng(0))
+    y, cache = layer.forward(params, np.zeros((0, 3, 6, 6)), train=True)
+    dx, grads = layer.backward(params, cache, y)
+    assert dx.shape == (0, 3, 6, 6)
+    np.testing.assert_array_equal(grads["W"], np.zeros_like(params["W"]), strict=True)
+    assert grads["W"].base is None or grads["W"].base.shape == (4, 27)  # no chunk kept alive
+
+
 def _bound(a, b):
     """2 gamma_K |a| |b|: how far two summation orders of a @ b may be apart."""
     u = np.finfo(a.dtype).eps / 2
