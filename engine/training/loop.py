@@ -153,6 +153,10 @@ def train(net: Network, opt: GradientTransformation, data: Dataset, ts: TrainSta
         and the state at that iteration is returned (``iteration`` says how far it got), as
         if ``iterations`` had been that number: resuming from it continues bit-identically.
         The command line passes a flag set by Ctrl-C / SIGTERM.
+
+    Before the first step, glibc's allocator is set to keep freed memory for the next step
+    (``lastlayer.engine.memory.keep_freed_memory``): for the rest of the process, not only
+    this call; ``LASTLAYER_MALLOC=system`` leaves it alone.
     """
     positive_int(batch_size, "batch_size")
     if on_nonfinite not in ("raise", "skip"):
