@@ -186,31 +186,40 @@ def total(data, offset=0.0):
     return float(data.sum()) + offset
 
 
+def after_the_first_task(monkeypatch, kill) -> list[int]:
+    """Once the first task is done (the signal: progress advances), ``kill(client)`` once;
+    returns the list its killed pids go into."""
+    from distributed import default_client
+
+    killed: list[int] = []
+    advance = progress.Steps.advance
+
+    def advance_then_kill(self, description):
+        advance(self, description)
+        if not killed:
+            killed.extend(kill(default_client()))
+
+    monkeypatch.setattr(progress.Steps, "advance", advance_then_kill)
+    return killed
+
+
 def test_a_shared_data_set_lost_with_every_worker_is_sent_again(monkeypatch):
     """After the first task is done (the signal: progress advances), every worker is killed:
     the data set scattered to them is gone with them. The task that needs it next starts
     only now (it waits for the first), so it is lost once and run again with the data set
     scattered anew, on the workers the nannies restarted."""
-    from distributed import default_client
-
-    killed = []
-    advance = progress.Steps.advance
-
-    def kill_all_once(self, description):
-        advance(self, description)
-        if killed:
-            return
-        client = default_client()
+    def kill_all(client) -> list[int]:
         old = set(client.scheduler_info()["workers"])
-        for pid in client.run(os.getpid).values():
+        pids = list(client.run(os.getpid).values())
+        for pid in pids:
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
         deadline = time.monotonic() + 60  # a bound, not a wait: the loop ends on the signal
         while old & set(client.scheduler_info()["workers"]):  # asked anew each time
             assert time.monotonic() < deadline, "the scheduler never removed the dead workers"
             time.sleep(0.05)  # leave the cores to the scheduler and the nannies
+        return pids
 
-    monkeypatch.setattr(progress.Steps, "advance", kill_all_once)
+    killed = after_the_first_task(monkeypatch, kill_all)
     data = np.arange(100_000, dtype=np.float64)
     tasks = Tasks(Execution(workers=2))
     shared = tasks.share(data)
@@ -241,23 +250,15 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_file_is_the_same(serial, tm
                                                                       monkeypatch):
     """After the first task is done (the signal: progress advances), one worker that is
     running a task is killed (SIGKILL); its task is retried once elsewhere."""
-    from distributed import default_client
 
-    killed = []
-    advance = progress.Steps.advance
-
-    def kill_once(self, description):
-        advance(self, description)
-        if killed:
-            return
-        client = default_client()
+    def kill_a_busy_one(client) -> list[int]:
         busy = [w for w, keys in client.processing().items() if keys]
         assert busy, "no worker was running a task when the first one finished"
         pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
         os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        return [pid]
 
-    monkeypatch.setattr(progress.Steps, "advance", kill_once)
+    killed = after_the_first_task(monkeypatch, kill_a_busy_one)
     assert_same_results(serial, compare(tmp_path / "run", "--workers", "2"))
     assert len(killed) == 1
 
